@@ -1,0 +1,273 @@
+//! Exponential backoff with jitter, one independent random stream per retry sequence.
+//!
+//! # Why
+//!
+//! When a dependency fails, every caller that saw the failure retries. If
+//! they wait the same time, they come back together, fail together and wait
+//! together again: the herd keeps its shape and the recovering dependency
+//! meets it at full height. Jitter breaks the lockstep — but only if each
+//! caller draws *its own* randomness. tower 0.5's `ExponentialBackoffMaker`
+//! clones one generator into every backoff it makes, so all concurrent
+//! retries draw the same "random" delay; backon and tower-resilience add
+//! jitter on top of the cap, so a capped backoff still grows past its cap.
+//!
+//! Here an [`ExponentialBackoff`] is a validated configuration. Each call to
+//! [`sequence`](ExponentialBackoff::sequence) starts a new retry sequence
+//! with its own random stream, and every delay it yields stays within
+//! `[0, cap]`. A seed makes a whole run reproducible.
+//!
+//! ```
+//! use std::time::Duration;
+//! use dephase::backoff::{ExponentialBackoff, Jitter};
+//!
+//! let backoff = ExponentialBackoff::builder()
+//!     .base(Duration::from_millis(100))
+//!     .multiplier(2.0)
+//!     .cap(Duration::from_secs(5))
+//!     .jitter(Jitter::Full)
+//!     .seed(42) // leave out for production
+//!     .build()?;
+//!
+//! // One sequence per request that is being retried.
+//! let delays: Vec<Duration> = backoff.sequence().take(8).collect();
+//! for (n, delay) in delays.iter().enumerate() {
+//!     let exponential = Duration::from_millis(100 * 2u64.pow(n as u32)).min(Duration::from_secs(5));
+//!     assert!(*delay <= exponential);
+//! }
+//! // Two sequences started together do not share their delays.
+//! assert_ne!(backoff.sequence().next_delay(), backoff.sequence().next_delay());
+//! # Ok::<(), dephase::ConfigError>(())
+//! ```
+
+mod jitter;
+
+use std::time::Duration;
+
+pub use self::jitter::Jitter;
+use crate::error::{ConfigError, check_f64};
+use crate::rng::{RngSource, Stream};
+
+/// The largest cap a backoff accepts: `u64::MAX` nanoseconds (about 584 years).
+pub const MAX_CAP: Duration = Duration::from_nanos(u64::MAX);
+
+/// A validated exponential backoff: `min(cap, base · multiplier^n)` with [`Jitter`].
+///
+/// Cheap to clone; clones share the random source, so sequences started from
+/// any clone are still independent of each other.
+#[derive(Debug, Clone)]
+pub struct ExponentialBackoff {
+    base: Duration,
+    cap: Duration,
+    multiplier: f64,
+    jitter: Jitter,
+    rng: RngSource,
+}
+
+impl ExponentialBackoff {
+    /// A builder with the defaults: base 100 ms, multiplier 2, cap 10 s, full jitter.
+    pub fn builder() -> ExponentialBackoffBuilder {
+        ExponentialBackoffBuilder::default()
+    }
+
+    /// Starts a new retry sequence with its own random stream.
+    pub fn sequence(&self) -> Sequence {
+        Sequence {
+            base: nanos(self.base),
+            cap: nanos(self.cap),
+            multiplier: self.multiplier,
+            jitter: self.jitter,
+            current: nanos(self.base),
+            previous: nanos(self.base),
+            retries: 0,
+            rng: self.rng.stream(),
+        }
+    }
+
+    /// The delay before the first retry, before jitter.
+    pub fn base(&self) -> Duration {
+        self.base
+    }
+
+    /// The largest delay this backoff can produce.
+    pub fn cap(&self) -> Duration {
+        self.cap
+    }
+
+    /// The factor by which the delay grows per retry.
+    pub fn multiplier(&self) -> f64 {
+        self.multiplier
+    }
+
+    /// The jitter kind.
+    pub fn jitter(&self) -> Jitter {
+        self.jitter
+    }
+}
+
+impl Default for ExponentialBackoff {
+    /// Base 100 ms, multiplier 2, cap 10 s, full jitter, unseeded.
+    fn default() -> Self {
+        ExponentialBackoff::builder()
+            .build()
+            .expect("the default backoff settings are valid")
+    }
+}
+
+/// Builds an [`ExponentialBackoff`]; [`build`](Self::build) checks every field.
+#[derive(Debug, Clone)]
+pub struct ExponentialBackoffBuilder {
+    base: Duration,
+    cap: Duration,
+    multiplier: f64,
+    jitter: Jitter,
+    seed: Option<u64>,
+}
+
+impl Default for ExponentialBackoffBuilder {
+    fn default() -> Self {
+        ExponentialBackoffBuilder {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(10),
+            multiplier: 2.0,
+            jitter: Jitter::Full,
+            seed: None,
+        }
+    }
+}
+
+impl ExponentialBackoffBuilder {
+    /// The delay before the first retry, before jitter (and the lower bound
+    /// of `Decorrelated`). Must be greater than zero.
+    pub fn base(mut self, base: Duration) -> Self {
+        self.base = base;
+        self
+    }
+
+    /// The largest delay. Must not be less than the base, nor more than [`MAX_CAP`].
+    pub fn cap(mut self, cap: Duration) -> Self {
+        self.cap = cap;
+        self
+    }
+
+    /// The factor by which the delay grows per retry. Must be finite and at
+    /// least 1 (1 gives a constant delay).
+    pub fn multiplier(mut self, multiplier: f64) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
+    /// The jitter kind (default [`Jitter::Full`]).
+    pub fn jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Makes every sequence reproducible: the `k`-th sequence started from
+    /// this backoff (or its clones) draws the same numbers in every run.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field when the base is zero, the cap is
+    /// below the base or above [`MAX_CAP`], or the multiplier is NaN,
+    /// infinite or below 1.
+    pub fn build(self) -> Result<ExponentialBackoff, ConfigError> {
+        if self.base.is_zero() {
+            return Err(ConfigError::new(
+                "backoff.base",
+                "must be greater than zero",
+            ));
+        }
+        if self.cap < self.base {
+            return Err(ConfigError::new(
+                "backoff.cap",
+                format!(
+                    "must not be less than the base (cap {:?}, base {:?})",
+                    self.cap, self.base
+                ),
+            ));
+        }
+        if self.cap > MAX_CAP {
+            return Err(ConfigError::new(
+                "backoff.cap",
+                format!("must be at most {MAX_CAP:?} (got {:?})", self.cap),
+            ));
+        }
+        let multiplier = check_f64("backoff.multiplier", self.multiplier, 1.0, f64::MAX)?;
+        Ok(ExponentialBackoff {
+            base: self.base,
+            cap: self.cap,
+            multiplier,
+            jitter: self.jitter,
+            rng: RngSource::from_seed(self.seed),
+        })
+    }
+}
+
+/// One retry sequence: the delays before the 1st, 2nd, ... retry of one request.
+///
+/// An endless [`Iterator`] of delays; [`next_delay`](Self::next_delay) is the
+/// same without the `Option`.
+#[derive(Debug, Clone)]
+pub struct Sequence {
+    base: u64,
+    cap: u64,
+    multiplier: f64,
+    jitter: Jitter,
+    /// The exponential delay for the next retry, before jitter.
+    current: u64,
+    /// The last delay returned (the state of `Decorrelated`).
+    previous: u64,
+    retries: u32,
+    rng: Stream,
+}
+
+impl Sequence {
+    /// The delay before the next retry; never more than the cap.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = jitter::draw(
+            self.jitter,
+            self.current,
+            self.base,
+            self.cap,
+            self.previous,
+            &mut self.rng,
+        );
+        self.previous = delay.max(self.base);
+        // `as u64` saturates, so an overflowing product lands on the cap.
+        self.current = ((self.current as f64 * self.multiplier) as u64).min(self.cap);
+        self.retries = self.retries.saturating_add(1);
+        Duration::from_nanos(delay)
+    }
+
+    /// How many delays this sequence has produced.
+    pub fn retries(&self) -> u32 {
+        self.retries
+    }
+
+    /// The jitter kind of this sequence.
+    pub fn jitter(&self) -> Jitter {
+        self.jitter
+    }
+}
+
+impl Iterator for Sequence {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(self.next_delay())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (usize::MAX, None)
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

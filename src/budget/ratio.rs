@@ -1,0 +1,236 @@
+//! A fraction of recent requests, plus a floor per second.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{RetryBudget, Withdrawal};
+use crate::error::{ConfigError, check_f64};
+
+/// One retry, in the budget's internal unit. A deposit is worth
+/// `ratio · UNIT`, so any ratio with six decimals is exact.
+const UNIT: i64 = 1_000_000;
+
+/// The window is kept as this many time slots.
+const SLOTS: usize = 10;
+
+/// A retry budget of "`ratio` of the requests of the last `ttl`, plus
+/// `min_per_sec` retries per second", shared by all its clones.
+///
+/// This is Finagle's `RetryBudget` (and tower's `TpsBudget`): each request
+/// deposits `ratio` of a retry, each retry withdraws one, and a reserve of
+/// `min_per_sec · ttl` retries is always there so that low-traffic clients
+/// can still retry. Deposits and withdrawals count for one `ttl`: the window
+/// is kept in 10 slots of `ttl / 10`, so an entry expires between `0.9 · ttl`
+/// and `ttl` after it was made.
+///
+/// The arithmetic is exact to a millionth of a retry: with `ratio = 0.6`,
+/// 5 requests allow exactly 3 retries (tower's `TpsBudget` rounds the cost of
+/// a retry down to one deposit and allows 5: tower#857).
+///
+/// ```
+/// use dephase::budget::{RatioBudget, RetryBudget};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), dephase::ConfigError> {
+/// let budget = RatioBudget::builder().min_per_sec(0).ratio(0.6).build()?;
+/// for _ in 0..5 {
+///     budget.deposit();
+/// }
+/// let granted = std::iter::from_fn(|| budget.withdraw()).count();
+/// assert_eq!(granted, 3);
+/// # Ok(()) }
+/// ```
+///
+/// Deposits and withdrawals are a few atomic operations and a read of
+/// tokio's clock (so paused-time tests move the window); no locks. Granting
+/// is a compare-and-swap on the balance, so concurrent callers can never
+/// overdraw it.
+#[derive(Clone)]
+pub struct RatioBudget {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    start: Instant,
+    slot_nanos: u128,
+    deposit: i64,
+    /// The newest slot generation seen; slot `g % SLOTS` holds generation `g`.
+    generation: AtomicU64,
+    /// Reserve plus the sum of the slots: what can be withdrawn.
+    balance: AtomicI64,
+    slots: [AtomicI64; SLOTS],
+    ttl: Duration,
+    min_per_sec: u32,
+    ratio: f64,
+}
+
+impl RatioBudget {
+    /// A builder with Finagle's defaults: ttl 10 s, 10 retries per second, 20%.
+    pub fn builder() -> RatioBudgetBuilder {
+        RatioBudgetBuilder::default()
+    }
+
+    /// Moves the window to now and returns the current generation.
+    fn now(&self) -> u64 {
+        let inner = &*self.inner;
+        let elapsed = Instant::now()
+            .saturating_duration_since(inner.start)
+            .as_nanos();
+        let now = u64::try_from(elapsed / inner.slot_nanos).unwrap_or(u64::MAX);
+        let mut seen = inner.generation.load(Ordering::Acquire);
+        while now > seen {
+            match inner.generation.compare_exchange_weak(
+                seen,
+                now,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    // Generations seen+1..=now reuse slots whose entries have expired.
+                    let stale = (now - seen).min(SLOTS as u64);
+                    for g in now - stale + 1..=now {
+                        let expired = inner.slots[slot(g)].swap(0, Ordering::AcqRel);
+                        if expired != 0 {
+                            inner.balance.fetch_sub(expired, Ordering::AcqRel);
+                        }
+                    }
+                    break;
+                }
+                Err(actual) => seen = actual,
+            }
+        }
+        now
+    }
+
+    fn put(&self, generation: u64, amount: i64) {
+        self.inner.slots[slot(generation)].fetch_add(amount, Ordering::AcqRel);
+        self.inner.balance.fetch_add(amount, Ordering::AcqRel);
+    }
+}
+
+fn slot(generation: u64) -> usize {
+    (generation % SLOTS as u64) as usize
+}
+
+impl RetryBudget for RatioBudget {
+    fn deposit(&self) {
+        if self.inner.deposit != 0 {
+            let now = self.now();
+            self.put(now, self.inner.deposit);
+        }
+    }
+
+    fn withdraw(&self) -> Option<Withdrawal> {
+        let now = self.now();
+        self.inner
+            .balance
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b >= UNIT).then(|| b - UNIT)
+            })
+            .ok()?;
+        self.inner.slots[slot(now)].fetch_sub(UNIT, Ordering::AcqRel);
+        Some(Withdrawal::new(UNIT as u64, now))
+    }
+
+    fn refund(&self, withdrawal: Withdrawal) {
+        let now = self.now();
+        // Put it back into the slot it was taken from, unless that slot has
+        // expired since: then the withdrawal no longer counts anyway.
+        if now < withdrawal.stamp().saturating_add(SLOTS as u64) {
+            self.put(
+                withdrawal.stamp(),
+                i64::try_from(withdrawal.units()).unwrap_or(UNIT),
+            );
+        }
+    }
+
+    fn balance(&self) -> f64 {
+        self.now();
+        self.inner.balance.load(Ordering::Acquire) as f64 / UNIT as f64
+    }
+}
+
+impl fmt::Debug for RatioBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RatioBudget")
+            .field("balance", &self.balance())
+            .field("ttl", &self.inner.ttl)
+            .field("min_per_sec", &self.inner.min_per_sec)
+            .field("ratio", &self.inner.ratio)
+            .finish()
+    }
+}
+
+/// Builds a [`RatioBudget`].
+#[derive(Debug, Clone)]
+pub struct RatioBudgetBuilder {
+    ttl: Duration,
+    min_per_sec: u32,
+    ratio: f64,
+}
+
+impl Default for RatioBudgetBuilder {
+    fn default() -> Self {
+        RatioBudgetBuilder {
+            ttl: Duration::from_secs(10),
+            min_per_sec: 10,
+            ratio: 0.2,
+        }
+    }
+}
+
+impl RatioBudgetBuilder {
+    /// How long deposits and withdrawals count: 1 to 60 seconds (Finagle's range).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Retries per second that are always allowed, whatever the traffic.
+    pub fn min_per_sec(mut self, min_per_sec: u32) -> Self {
+        self.min_per_sec = min_per_sec;
+        self
+    }
+
+    /// The fraction of requests that may be retried: 0.2 is 20%; from 0 to
+    /// 10 (1000%, Finagle's limit).
+    pub fn ratio(mut self, ratio: f64) -> Self {
+        self.ratio = ratio;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// A ttl outside 1–60 s (`budget.ttl`) or a ratio that is NaN,
+    /// infinite or outside `[0, 10]` (`budget.ratio`).
+    pub fn build(self) -> Result<RatioBudget, ConfigError> {
+        if self.ttl < Duration::from_secs(1) || self.ttl > Duration::from_secs(60) {
+            return Err(ConfigError::new(
+                "budget.ttl",
+                format!("must be between 1 s and 60 s (got {:?})", self.ttl),
+            ));
+        }
+        let ratio = check_f64("budget.ratio", self.ratio, 0.0, 10.0)?;
+        let reserve = i128::from(self.min_per_sec) * self.ttl.as_nanos() as i128 * i128::from(UNIT)
+            / 1_000_000_000;
+        Ok(RatioBudget {
+            inner: Arc::new(Inner {
+                start: Instant::now(),
+                slot_nanos: self.ttl.as_nanos() / SLOTS as u128,
+                deposit: (ratio * UNIT as f64).round() as i64,
+                generation: AtomicU64::new(0),
+                balance: AtomicI64::new(i64::try_from(reserve).unwrap_or(i64::MAX)),
+                slots: Default::default(),
+                ttl: self.ttl,
+                min_per_sec: self.min_per_sec,
+                ratio,
+            }),
+        })
+    }
+}

@@ -1,0 +1,311 @@
+//! A token bucket: failures and retries drain it, successes refill it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{RetryBudget, Withdrawal};
+use crate::error::{ConfigError, check_f64};
+
+/// Tokens are counted in thousandths: exact for gRPC's `token_ratio`, which
+/// gRFC A6 limits to three decimal places.
+const MILLI: f64 = 1000.0;
+
+/// The largest capacity accepted, in tokens.
+const MAX_TOKENS: f64 = 1e12;
+
+/// A retry budget in the form of a token bucket, shared by all its clones.
+///
+/// Starts full (or at `initial`). A retry is granted while the bucket holds
+/// at least `retry_cost` tokens *and* more than `retry_threshold` (if set);
+/// granting takes `retry_cost`. Every failed attempt takes `failure_cost`
+/// (floored at zero). A successful attempt adds `success_reward` — or, when
+/// `refund_retry_cost` is on and the attempt was a retry, gives that retry's
+/// cost back instead. Nothing goes above the capacity.
+///
+/// The two published schemes are presets:
+///
+/// ```
+/// use dephase::budget::{RetryBudget, TokenBucket};
+///
+/// // AWS SDK standard retry mode: 500 tokens, 5 per retry.
+/// let aws = TokenBucket::aws_standard();
+/// for _ in 0..100 {
+///     let _spent = aws.withdraw().unwrap();
+/// }
+/// assert!(aws.withdraw().is_none());
+///
+/// // gRPC retry throttling (gRFC A6), maxTokens 10, tokenRatio 0.1.
+/// let grpc = TokenBucket::grpc(10.0, 0.1)?;
+/// for _ in 0..5 {
+///     grpc.on_failure(); // 10 → 5 tokens
+/// }
+/// assert!(grpc.withdraw().is_none()); // no retries at or below half
+/// grpc.on_success(None); // 5.1
+/// assert!(grpc.withdraw().is_some());
+/// # Ok::<(), dephase::ConfigError>(())
+/// ```
+///
+/// Every operation is one atomic read-modify-write; no locks.
+#[derive(Clone)]
+pub struct TokenBucket {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Current tokens, in thousandths.
+    tokens: AtomicU64,
+    capacity: u64,
+    retry_cost: u64,
+    failure_cost: u64,
+    success_reward: u64,
+    refund_retry_cost: bool,
+    threshold: Option<u64>,
+}
+
+impl TokenBucket {
+    /// A builder: capacity 500, retry cost 5, failure cost 0, success reward
+    /// 1, refund on — the AWS standard mode.
+    pub fn builder() -> TokenBucketBuilder {
+        TokenBucketBuilder::default()
+    }
+
+    /// The AWS SDK standard retry mode quota: 500 tokens, 5 per retry, the
+    /// cost refunded when the retried call succeeds, 1 token back for each
+    /// success that needed no retry.
+    pub fn aws_standard() -> TokenBucket {
+        TokenBucket::builder()
+            .build()
+            .expect("the AWS standard settings are valid")
+    }
+
+    /// gRPC retry throttling (gRFC A6): the bucket starts at `max_tokens`;
+    /// every failed attempt costs 1 token, every success adds `token_ratio`,
+    /// and retries are refused while the bucket holds `max_tokens / 2` or less.
+    ///
+    /// # Errors
+    ///
+    /// `max_tokens` not in `(0, 1000]` (`budget.max_tokens`, gRFC A6's
+    /// range) or `token_ratio` not positive and finite (`budget.token_ratio`).
+    pub fn grpc(max_tokens: f64, token_ratio: f64) -> Result<TokenBucket, ConfigError> {
+        if !(max_tokens > 0.0 && max_tokens <= 1000.0) {
+            return Err(ConfigError::new(
+                "budget.max_tokens",
+                format!("must be in (0, 1000] (got {max_tokens})"),
+            ));
+        }
+        if !(token_ratio.is_finite() && token_ratio > 0.0) {
+            return Err(ConfigError::new(
+                "budget.token_ratio",
+                format!("must be positive and finite (got {token_ratio})"),
+            ));
+        }
+        TokenBucket::builder()
+            .capacity(max_tokens)
+            .retry_cost(0.0)
+            .failure_cost(1.0)
+            .success_reward(token_ratio.min(max_tokens))
+            .refund_retry_cost(false)
+            .retry_threshold(max_tokens / 2.0)
+            .build()
+    }
+
+    /// The capacity, in tokens.
+    pub fn capacity(&self) -> f64 {
+        self.inner.capacity as f64 / MILLI
+    }
+
+    fn add(&self, amount: u64) {
+        if amount == 0 {
+            return;
+        }
+        let capacity = self.inner.capacity;
+        let _ = self
+            .inner
+            .tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(t.saturating_add(amount).min(capacity))
+            });
+    }
+}
+
+impl RetryBudget for TokenBucket {
+    fn withdraw(&self) -> Option<Withdrawal> {
+        let inner = &*self.inner;
+        let cost = inner.retry_cost;
+        inner
+            .tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                let above_threshold = inner.threshold.is_none_or(|floor| t > floor);
+                (t >= cost && above_threshold).then(|| t - cost)
+            })
+            .ok()
+            .map(|_| Withdrawal::new(cost, 0))
+    }
+
+    fn refund(&self, withdrawal: Withdrawal) {
+        self.add(withdrawal.units());
+    }
+
+    fn on_success(&self, retry: Option<Withdrawal>) {
+        match retry {
+            Some(w) if self.inner.refund_retry_cost => self.add(w.units()),
+            _ => self.add(self.inner.success_reward),
+        }
+    }
+
+    fn on_failure(&self) {
+        let cost = self.inner.failure_cost;
+        if cost == 0 {
+            return;
+        }
+        let _ = self
+            .inner
+            .tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some(t.saturating_sub(cost))
+            });
+    }
+
+    fn balance(&self) -> f64 {
+        self.inner.tokens.load(Ordering::Relaxed) as f64 / MILLI
+    }
+}
+
+impl fmt::Debug for TokenBucket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &*self.inner;
+        f.debug_struct("TokenBucket")
+            .field("tokens", &self.balance())
+            .field("capacity", &(i.capacity as f64 / MILLI))
+            .field("retry_cost", &(i.retry_cost as f64 / MILLI))
+            .field("failure_cost", &(i.failure_cost as f64 / MILLI))
+            .field("success_reward", &(i.success_reward as f64 / MILLI))
+            .field("refund_retry_cost", &i.refund_retry_cost)
+            .field("retry_threshold", &i.threshold.map(|t| t as f64 / MILLI))
+            .finish()
+    }
+}
+
+/// Builds a [`TokenBucket`]. Amounts are in tokens and kept to a
+/// thousandth of a token.
+#[derive(Debug, Clone)]
+pub struct TokenBucketBuilder {
+    capacity: f64,
+    initial: Option<f64>,
+    retry_cost: f64,
+    failure_cost: f64,
+    success_reward: f64,
+    refund_retry_cost: bool,
+    threshold: Option<f64>,
+}
+
+impl Default for TokenBucketBuilder {
+    fn default() -> Self {
+        TokenBucketBuilder {
+            capacity: 500.0,
+            initial: None,
+            retry_cost: 5.0,
+            failure_cost: 0.0,
+            success_reward: 1.0,
+            refund_retry_cost: true,
+            threshold: None,
+        }
+    }
+}
+
+impl TokenBucketBuilder {
+    /// The most tokens the bucket holds. Positive, at most 10¹².
+    pub fn capacity(mut self, tokens: f64) -> Self {
+        self.capacity = tokens;
+        self
+    }
+
+    /// Tokens at the start (default: full).
+    pub fn initial(mut self, tokens: f64) -> Self {
+        self.initial = Some(tokens);
+        self
+    }
+
+    /// Tokens taken by each granted retry.
+    pub fn retry_cost(mut self, tokens: f64) -> Self {
+        self.retry_cost = tokens;
+        self
+    }
+
+    /// Tokens taken by each failed attempt.
+    pub fn failure_cost(mut self, tokens: f64) -> Self {
+        self.failure_cost = tokens;
+        self
+    }
+
+    /// Tokens added by each successful attempt (unless its retry cost is refunded instead).
+    pub fn success_reward(mut self, tokens: f64) -> Self {
+        self.success_reward = tokens;
+        self
+    }
+
+    /// Whether a retry that succeeds gives its cost back (AWS: yes).
+    pub fn refund_retry_cost(mut self, refund: bool) -> Self {
+        self.refund_retry_cost = refund;
+        self
+    }
+
+    /// Refuses retries while the bucket holds this many tokens or fewer (gRPC: half).
+    pub fn retry_threshold(mut self, tokens: f64) -> Self {
+        self.threshold = Some(tokens);
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field: a capacity that is not positive
+    /// and finite or exceeds 10¹² (`budget.capacity`), any other amount that
+    /// is NaN, infinite, negative or above the capacity (`budget.initial`,
+    /// `budget.retry_cost`, `budget.failure_cost`, `budget.success_reward`),
+    /// or a threshold not below the capacity (`budget.retry_threshold`).
+    pub fn build(self) -> Result<TokenBucket, ConfigError> {
+        let capacity = check_f64("budget.capacity", self.capacity, 0.0, MAX_TOKENS)?;
+        if capacity == 0.0 {
+            return Err(ConfigError::new(
+                "budget.capacity",
+                "must be greater than zero",
+            ));
+        }
+        let amount = |field, value| check_f64(field, value, 0.0, capacity).map(milli);
+        let initial = amount("budget.initial", self.initial.unwrap_or(capacity))?;
+        let retry_cost = amount("budget.retry_cost", self.retry_cost)?;
+        let failure_cost = amount("budget.failure_cost", self.failure_cost)?;
+        let success_reward = amount("budget.success_reward", self.success_reward)?;
+        let threshold = match self.threshold {
+            None => None,
+            Some(t) => {
+                let t = check_f64("budget.retry_threshold", t, 0.0, capacity)?;
+                if t >= capacity {
+                    return Err(ConfigError::new(
+                        "budget.retry_threshold",
+                        format!("must be below the capacity (threshold {t}, capacity {capacity})"),
+                    ));
+                }
+                Some(milli(t))
+            }
+        };
+        Ok(TokenBucket {
+            inner: Arc::new(Inner {
+                tokens: AtomicU64::new(initial),
+                capacity: milli(capacity),
+                retry_cost,
+                failure_cost,
+                success_reward,
+                refund_retry_cost: self.refund_retry_cost,
+                threshold,
+            }),
+        })
+    }
+}
+
+fn milli(tokens: f64) -> u64 {
+    (tokens * MILLI).round() as u64
+}

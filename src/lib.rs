@@ -1,0 +1,105 @@
+//! Tower middleware that keeps callers, replicas and scheduled jobs from
+//! acting in lockstep.
+//!
+//! # The idea
+//!
+//! Distributed systems hurt themselves when many parts do the same thing at
+//! the same moment: every client retries 100 ms after an outage ends, every
+//! replica's cache key expires at once, every host runs its cron job at
+//! `00:00`. Each of those is a spike of load on something that is already
+//! struggling, and the spike keeps its shape because everybody waits the
+//! same time before trying again.
+//!
+//! *Dephasing* spreads those actions out — with randomness drawn
+//! independently by each caller (jitter), with offsets derived from stable
+//! keys (so a fleet spreads the same way every day), and with shared budgets
+//! that cap how much extra work the whole client may create. Every layer
+//! records the offset it applied on the current `tracing` span, so you can
+//! see it in your traces (names in [`telemetry`]).
+//!
+//! # What is here
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`backoff`] | exponential backoff with [`Jitter`]`::{None, Full, Equal, Decorrelated}`; never above the cap; an independent random stream per retry sequence; seedable |
+//! | [`offset`] | deterministic offsets (`SipHash-2-4(key) mod window`, `i · window / n`, per-process splay) and a staggered periodic [`Ticker`](offset::Ticker) |
+//! | [`budget`] | retry budgets shared by every clone: a [`TokenBucket`] (AWS standard mode, gRPC A6) and a [`RatioBudget`] (Finagle, exact) |
+//! | [`retry`] | the [`Retry`] layer: classify → budget → jittered backoff (or the server's hint, clamped) → re-send, with max attempts and a deadline |
+//! | [`classify`] | the one [`Classify`] trait that tells every layer what a result means |
+//! | [`measure`] | spread statistics (peak per bucket, peak-to-mean, standard deviation, max concurrency) to prove that dephasing works |
+//! | [`telemetry`] | the names of the span fields and events every layer records |
+//!
+//! Not here yet (planned): a circuit breaker with jittered open time, request
+//! coalescing, a cache with probabilistic early refresh, pacing, adaptive
+//! throttling, HTTP classification and OpenTelemetry metrics.
+//!
+//! # Example
+//!
+//! Retry a flaky service with full jitter and a budget shared by two clients:
+//!
+//! ```
+//! use std::time::Duration;
+//! use dephase::{ExponentialBackoff, Jitter, RatioBudget, RetryLayer, RetryPolicy};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // One budget for the whole process: 20% of requests may be retried,
+//! // plus 10 retries per second.
+//! let budget = RatioBudget::builder().build()?;
+//!
+//! let retry = RetryLayer::new(
+//!     RetryPolicy::builder()
+//!         .max_attempts(4)
+//!         .backoff(
+//!             ExponentialBackoff::builder()
+//!                 .base(Duration::from_millis(100))
+//!                 .cap(Duration::from_secs(5))
+//!                 .jitter(Jitter::Full)
+//!                 .build()?,
+//!         )
+//!         .budget(budget.clone())
+//!         .deadline(Duration::from_secs(10))
+//!         .build()?,
+//! );
+//!
+//! let mut users = ServiceBuilder::new()
+//!     .layer(retry.clone())
+//!     .service(tower::service_fn(|id: u32| async move { Ok::<_, &str>(id * 2) }));
+//! let mut orders = ServiceBuilder::new()
+//!     .layer(retry)
+//!     .service(tower::service_fn(|id: u32| async move { Ok::<_, &str>(id + 1) }));
+//!
+//! assert_eq!(users.ready().await?.call(21).await?, 42);
+//! assert_eq!(orders.ready().await?.call(41).await?, 42);
+//! # Ok(()) }
+//! ```
+//!
+//! `cargo run --release --example herd` starts a real local HTTP origin and
+//! a herd of 500 clients and prints what jitter and a shared budget save.
+
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod backoff;
+pub mod budget;
+pub mod classify;
+mod error;
+pub mod measure;
+pub mod offset;
+pub mod retry;
+mod rng;
+pub mod telemetry;
+
+pub use crate::backoff::{ExponentialBackoff, Jitter};
+pub use crate::budget::{RatioBudget, RetryBudget, TokenBucket};
+pub use crate::classify::{Classify, Outcome};
+pub use crate::error::ConfigError;
+pub use crate::offset::{Offset, Ticker};
+pub use crate::retry::{Retry, RetryLayer, RetryPolicy};

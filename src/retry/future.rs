@@ -1,0 +1,283 @@
+//! How the retry layer waits and re-sends: the [`ResponseFuture`] state machine.
+//!
+//! `call` sends the first attempt and hands this future everything it needs.
+//! The future then loops: wait for the attempt → classify → (budget, backoff,
+//! deadline) → sleep → wait for the service to be ready → send the copy.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+use tracing::{Level, Span};
+
+use super::policy::{CloneRequest, RetryPolicy};
+use crate::backoff::Sequence;
+use crate::budget::{RetryBudget, Withdrawal};
+use crate::classify::{Classify, Outcome};
+use crate::telemetry::{self, BUDGET, JITTER, RESEND_COUNT, RETRY_DELAY_MS, RETRY_REASON};
+
+pin_project! {
+    /// The future returned by [`Retry`](super::Retry): the response of the
+    /// last attempt that was made.
+    pub struct ResponseFuture<S, C, K, Req>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        control: Control<S, C, K, Req>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // An attempt is in flight.
+        Called { #[pin] future: F },
+        // Backing off before the next attempt.
+        Sleeping { #[pin] sleep: Sleep },
+        // Waiting for the service to accept the next attempt.
+        Ready,
+    }
+}
+
+/// The part of the future that is not pinned: what has been done so far.
+struct Control<S, C, K, Req> {
+    policy: Arc<RetryPolicy<C, K>>,
+    /// `Some` only when the request could be copied: the service for re-sends.
+    service: Option<S>,
+    /// The copy that the next attempt will send.
+    request: Option<Req>,
+    /// Attempts sent so far.
+    attempts: u32,
+    /// When the first attempt was sent, if there is a deadline.
+    started: Option<Instant>,
+    /// This request's own backoff sequence, made at its first retry.
+    backoff: Option<Sequence>,
+    /// Total backoff slept so far.
+    slept: Duration,
+    /// The withdrawal for a retry that is planned but not sent yet.
+    unsent: Option<Unsent>,
+    /// The withdrawal that paid for the attempt in flight.
+    paid: Option<Withdrawal>,
+}
+
+/// A granted retry that has not been sent: refunded if dropped unspent.
+struct Unsent {
+    budget: Arc<dyn RetryBudget>,
+    withdrawal: Option<Withdrawal>,
+}
+
+impl Unsent {
+    fn spend(mut self) -> Option<Withdrawal> {
+        self.withdrawal.take()
+    }
+}
+
+impl Drop for Unsent {
+    fn drop(&mut self) {
+        if let Some(withdrawal) = self.withdrawal.take() {
+            self.budget.refund(withdrawal);
+        }
+    }
+}
+
+impl<S, C, K, Req> ResponseFuture<S, C, K, Req>
+where
+    S: Service<Req>,
+{
+    pub(super) fn new(
+        future: S::Future,
+        policy: Arc<RetryPolicy<C, K>>,
+        service: Option<S>,
+        request: Option<Req>,
+    ) -> Self {
+        let started = policy.deadline.map(|_| Instant::now());
+        ResponseFuture {
+            state: State::Called { future },
+            control: Control {
+                policy,
+                service,
+                request,
+                attempts: 1,
+                started,
+                backoff: None,
+                slept: Duration::ZERO,
+                unsent: None,
+                paid: None,
+            },
+        }
+    }
+}
+
+impl<S, C, K, Req> Future for ResponseFuture<S, C, K, Req>
+where
+    S: Service<Req>,
+    C: Classify<S::Response, S::Error>,
+    K: CloneRequest<Req>,
+{
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let control = this.control;
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    let result = ready!(future.poll(cx));
+                    let outcome = control.policy.classify.classify(result.as_ref());
+                    match control.after_attempt(outcome) {
+                        Some(delay) => this.state.set(State::Sleeping {
+                            sleep: tokio::time::sleep(delay),
+                        }),
+                        None => return Poll::Ready(result),
+                    }
+                }
+                StateProj::Sleeping { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Ready);
+                }
+                StateProj::Ready => {
+                    let service = control
+                        .service
+                        .as_mut()
+                        .expect("a retry is only planned when the future holds a service");
+                    if let Err(error) = ready!(service.poll_ready(cx)) {
+                        // The retry is not sent: dropping `unsent` refunds it.
+                        control.unsent = None;
+                        return Poll::Ready(Err(error));
+                    }
+                    let request = control
+                        .request
+                        .take()
+                        .expect("a retry is only planned when a copy of the request exists");
+                    control.attempts += 1;
+                    if control.attempts < control.policy.max_attempts {
+                        control.request = control.policy.clone.clone_request(&request);
+                    }
+                    control.paid = control.unsent.take().and_then(Unsent::spend);
+                    Span::current().record(RESEND_COUNT, control.attempts - 1);
+                    this.state.set(State::Called {
+                        future: service.call(request),
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl<S, C, K, Req> Control<S, C, K, Req> {
+    /// Books the attempt's outcome with the budget and decides whether to
+    /// retry: `Some(delay)` to sleep and re-send, `None` to return the result.
+    fn after_attempt(&mut self, outcome: Outcome) -> Option<Duration> {
+        let paid = self.paid.take();
+        let budget = self.policy.budget.as_deref();
+        let (after, reason) = match outcome {
+            Outcome::Success => {
+                if let Some(budget) = budget {
+                    budget.on_success(paid);
+                }
+                return None;
+            }
+            Outcome::Failure { .. } => {
+                if let Some(budget) = budget {
+                    budget.on_failure();
+                }
+                return None;
+            }
+            Outcome::Retry { after, reason } => {
+                if let Some(budget) = budget {
+                    budget.on_failure();
+                }
+                (after, reason)
+            }
+        };
+
+        let resends = self.attempts - 1;
+        if self.attempts >= self.policy.max_attempts {
+            tracing::event!(target: "dephase::retry", Level::DEBUG, http.request.resend_count = resends, dephase.retry.reason = reason, "retry stopped: attempts exhausted");
+            return None;
+        }
+        if self.request.is_none() || self.service.is_none() {
+            tracing::event!(target: "dephase::retry", Level::DEBUG, dephase.retry.reason = reason, "retry stopped: the request could not be copied");
+            return None;
+        }
+
+        let backoff = self.policy.backoff.cap();
+        let sequence = self
+            .backoff
+            .get_or_insert_with(|| self.policy.backoff.sequence());
+        let jitter = sequence.jitter().as_str();
+        let computed = sequence.next_delay();
+        // A server hint may lengthen the wait, never shorten it below the
+        // backoff nor stretch it past the cap.
+        let delay = after.map_or(computed, |hint| hint.max(computed).min(backoff));
+
+        if let (Some(deadline), Some(started)) = (self.policy.deadline, self.started) {
+            if started.elapsed() + delay > deadline {
+                tracing::event!(target: "dephase::retry", Level::DEBUG, http.request.resend_count = resends, dephase.retry.reason = reason, delay_ms = telemetry::millis(delay), "retry stopped: the backoff would end past the deadline");
+                return None;
+            }
+        }
+
+        let span = Span::current();
+        if let Some(budget) = &self.policy.budget {
+            match budget.withdraw() {
+                Some(withdrawal) => {
+                    self.unsent = Some(Unsent {
+                        budget: Arc::clone(budget),
+                        withdrawal: Some(withdrawal),
+                    });
+                    span.record(BUDGET, "granted");
+                }
+                None => {
+                    span.record(BUDGET, "denied");
+                    span.record(RETRY_REASON, reason);
+                    tracing::event!(target: "dephase::retry", Level::DEBUG, http.request.resend_count = resends, dephase.budget = "denied", dephase.retry.reason = reason, "retry stopped: the retry budget is empty");
+                    return None;
+                }
+            }
+        }
+
+        self.slept += delay;
+        let delay_ms = telemetry::millis(delay);
+        span.record(RETRY_DELAY_MS, telemetry::millis(self.slept));
+        span.record(JITTER, jitter);
+        span.record(RETRY_REASON, reason);
+        tracing::event!(
+            target: "dephase::retry",
+            Level::DEBUG,
+            http.request.resend_count = resends + 1,
+            dephase.retry.delay_ms = delay_ms,
+            dephase.jitter = jitter,
+            dephase.budget = if self.unsent.is_some() { "granted" } else { "none" },
+            dephase.retry.reason = reason,
+            "retrying after backoff"
+        );
+        Some(delay)
+    }
+}
+
+impl<S, C, K, Req> fmt::Debug for ResponseFuture<S, C, K, Req>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Called { .. } => "called",
+            State::Sleeping { .. } => "sleeping",
+            State::Ready => "ready",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("attempts", &self.control.attempts)
+            .field("slept", &self.control.slept)
+            .finish_non_exhaustive()
+    }
+}

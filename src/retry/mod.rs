@@ -1,0 +1,172 @@
+//! The `Retry` layer: classify → ask the budget → sleep a jittered backoff → re-send.
+//!
+//! # Why
+//!
+//! tower's `retry` gives you the mechanism and leaves the policy to you: the
+//! backoff it ships draws the same jitter for every request
+//! (`ExponentialBackoffMaker` clones its RNG), its `TpsBudget` rounds a 60%
+//! budget up to 100% (tower#857), and wiring a budget, a backoff and a
+//! classifier into a `Policy` is left to each user. Here one
+//! [`RetryPolicy`] holds all of it:
+//!
+//! 1. **classify** the result with a [`Classify`](crate::classify::Classify)
+//!    (the same classifier a breaker uses); only
+//!    [`Outcome::Retry`](crate::classify::Outcome::Retry) is retried;
+//! 2. stop after `max_attempts`, or if the request could not be copied;
+//! 3. compute the delay from **this request's own** backoff sequence; a
+//!    server hint (`Retry-After`) may lengthen it, clamped to
+//!    `[backoff, cap]`;
+//! 4. stop if the sleep would end past the **deadline**;
+//! 5. ask the shared **budget**; if it says no, the caller gets the last
+//!    result unchanged;
+//! 6. sleep, wait for the service to be ready, re-send a copy.
+//!
+//! The span fields and events it records are listed in [`telemetry`](crate::telemetry).
+//!
+//! # Cancellation
+//!
+//! Dropping the [`ResponseFuture`] at any point is safe: an attempt in
+//! flight is dropped with it, and a retry that was granted by the budget
+//! but not sent yet (the future was dropped during the backoff) is refunded.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use dephase::backoff::ExponentialBackoff;
+//! use dephase::budget::TokenBucket;
+//! use dephase::retry::{RetryLayer, RetryPolicy};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let budget = TokenBucket::aws_standard(); // share clones of it between clients
+//! let policy = RetryPolicy::builder()
+//!     .max_attempts(3)
+//!     .backoff(ExponentialBackoff::builder().base(Duration::from_millis(20)).build()?)
+//!     .budget(budget.clone())
+//!     .build()?;
+//!
+//! // A flaky service: fails twice, then answers.
+//! let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+//! let counter = calls.clone();
+//! let flaky = tower::service_fn(move |name: &'static str| {
+//!     let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+//!     async move { if n < 2 { Err("busy") } else { Ok(format!("hello, {name}")) } }
+//! });
+//!
+//! let mut service = ServiceBuilder::new().layer(RetryLayer::new(policy)).service(flaky);
+//! let reply = service.ready().await?.call("herd").await?;
+//! assert_eq!(reply, "hello, herd");
+//! assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+//! # Ok(()) }
+//! ```
+
+pub mod future;
+mod layer;
+mod policy;
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+pub use self::future::ResponseFuture;
+pub use self::layer::RetryLayer;
+pub use self::policy::{CloneRequest, CloneRequests, RetryPolicy, RetryPolicyBuilder};
+use crate::classify::{Classify, RetryErrors};
+
+/// Retries failed requests with a jittered backoff, a shared budget and a deadline.
+///
+/// See the [module documentation](self) for what it does and in which order.
+/// Clones share the policy (and so the budget and the random source).
+pub struct Retry<S, C = RetryErrors, K = CloneRequests> {
+    inner: S,
+    policy: Arc<RetryPolicy<C, K>>,
+}
+
+impl<S, C, K> Retry<S, C, K> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, policy: RetryPolicy<C, K>) -> Self {
+        Retry::from_shared(inner, Arc::new(policy))
+    }
+
+    pub(crate) fn from_shared(inner: S, policy: Arc<RetryPolicy<C, K>>) -> Self {
+        Retry { inner, policy }
+    }
+
+    /// A [`RetryLayer`] that applies `policy`.
+    pub fn layer(policy: RetryPolicy<C, K>) -> RetryLayer<C, K> {
+        RetryLayer::new(policy)
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &RetryPolicy<C, K> {
+        &self.policy
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, C, K, Req> Service<Req> for Retry<S, C, K>
+where
+    S: Service<Req> + Clone,
+    C: Classify<S::Response, S::Error>,
+    K: CloneRequest<Req>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, C, K, Req>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        if let Some(budget) = &self.policy.budget {
+            budget.deposit();
+        }
+        let copy = if self.policy.max_attempts > 1 {
+            self.policy.clone.clone_request(&request)
+        } else {
+            None
+        };
+        let future = self.inner.call(request);
+        // The instance that was made ready has been used; re-sends get a
+        // clone of their own, which the future makes ready before using it.
+        let service = copy.as_ref().map(|_| self.inner.clone());
+        ResponseFuture::new(future, Arc::clone(&self.policy), service, copy)
+    }
+}
+
+impl<S: Clone, C, K> Clone for Retry<S, C, K> {
+    fn clone(&self) -> Self {
+        Retry {
+            inner: self.inner.clone(),
+            policy: Arc::clone(&self.policy),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C, K> fmt::Debug for Retry<S, C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}

@@ -1,0 +1,74 @@
+//! The names every layer uses for what it records.
+//!
+//! Each layer records the offset it applied on the **current** `tracing`
+//! span (the span that is entered while its future is polled — the span of a
+//! `tower-http` `TraceLayer`, or any span you attach with
+//! [`Instrument`](https://docs.rs/tracing/latest/tracing/trait.Instrument.html))
+//! and emits an event for each delay it applies. `tracing-opentelemetry`
+//! exports span fields as OpenTelemetry span attributes under these names.
+//!
+//! `tracing` only records a field on a span that *declared* it, so declare
+//! the fields you want as `Empty` when you create the span; the events carry
+//! the same fields whether or not the span declares them:
+//!
+//! ```
+//! use tracing::field::Empty;
+//!
+//! let span = tracing::info_span!(
+//!     "GET /users",
+//!     http.request.resend_count = Empty,
+//!     dephase.retry.delay_ms = Empty,
+//!     dephase.jitter = Empty,
+//!     dephase.budget = Empty,
+//!     dephase.retry.reason = Empty,
+//! );
+//! # drop(span);
+//! ```
+//!
+//! | layer | span fields | event |
+//! |---|---|---|
+//! | retry | [`RESEND_COUNT`], [`RETRY_DELAY_MS`] (total slept so far), [`JITTER`], [`BUDGET`], [`RETRY_REASON`] | one per planned retry, with the delay of that retry; one when the budget or the deadline stops retrying |
+//! | offset | [`OFFSET_MS`], [`OFFSET_STRATEGY`] | one per [`Offset::record`](crate::offset::Offset::record) and per ticker tick |
+//!
+//! Events use the target `dephase::<module>` (for example `dephase::retry`)
+//! at `DEBUG` level, so `RUST_LOG=dephase=debug` shows them.
+
+/// Re-sends of this request so far: the OpenTelemetry HTTP semantic
+/// convention's name. Integer.
+pub const RESEND_COUNT: &str = "http.request.resend_count";
+
+/// Retry: milliseconds slept before re-sends. On the span, the total so far;
+/// on each event, the delay of that one retry. Float.
+pub const RETRY_DELAY_MS: &str = "dephase.retry.delay_ms";
+
+/// Retry: the jitter kind of the backoff (`none`, `full`, `equal`, `decorrelated`).
+pub const JITTER: &str = "dephase.jitter";
+
+/// Retry: whether the retry budget `granted` or `denied` the last retry.
+pub const BUDGET: &str = "dephase.budget";
+
+/// Retry: why the last attempt was retried (the classifier's reason), or
+/// why retrying stopped (`deadline`, `budget`).
+pub const RETRY_REASON: &str = "dephase.retry.reason";
+
+/// Offset and pace: the offset applied, in milliseconds. Float.
+pub const OFFSET_MS: &str = "dephase.offset_ms";
+
+/// Offset and pace: how the offset was chosen (`hash`, `index`, `random`).
+pub const OFFSET_STRATEGY: &str = "dephase.offset.strategy";
+
+/// Every field name above, for subscribers or tests that want the full list.
+pub const ALL_FIELDS: &[&str] = &[
+    RESEND_COUNT,
+    RETRY_DELAY_MS,
+    JITTER,
+    BUDGET,
+    RETRY_REASON,
+    OFFSET_MS,
+    OFFSET_STRATEGY,
+];
+
+/// A duration in (fractional) milliseconds, as every `*_ms` field records it.
+pub(crate) fn millis(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
