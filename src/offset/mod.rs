@@ -140,8 +140,11 @@ impl Offset {
                 format!("must be less than the count (index {index}, count {count})"),
             ));
         }
+        // index · window / count without overflow: window = q · count + r.
+        let (index, count) = (u128::from(index), u128::from(count));
+        let (q, r) = (window / count, window % count);
         Ok(Offset::from_nanos(
-            u128::from(index) * window / u128::from(count),
+            index * q + index * r / count,
             Strategy::Index,
         ))
     }
@@ -168,8 +171,11 @@ impl Offset {
 
     fn fraction(seed: u64, window: Duration) -> Result<Offset, ConfigError> {
         let window = window_nanos(window)?;
-        // A uniform fraction in [0, 1) as a 64-bit fixed-point number, times the window.
-        let scaled = (u128::from(mix64(seed)) * window) >> 64;
+        // A uniform fraction in [0, 1) as a 64-bit fixed-point number, times
+        // the window (split in two halves so the product cannot overflow).
+        let fraction = u128::from(mix64(seed));
+        let (high, low) = (window >> 64, window & u128::from(u64::MAX));
+        let scaled = fraction * high + ((fraction * low) >> 64);
         Ok(Offset::from_nanos(scaled, Strategy::Random))
     }
 

@@ -1,0 +1,166 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Field values as the tests compare them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Str(String),
+    F64(f64),
+    U64(u64),
+    I64(i64),
+    Bool(bool),
+}
+
+impl Value {
+    pub fn as_f64(&self) -> f64 {
+        match self {
+            Value::F64(v) => *v,
+            Value::U64(v) => *v as f64,
+            Value::I64(v) => *v as f64,
+            other => panic!("not a number: {other:?}"),
+        }
+    }
+
+    pub fn as_u64(&self) -> u64 {
+        match self {
+            Value::U64(v) => *v,
+            Value::I64(v) if *v >= 0 => *v as u64,
+            other => panic!("not an unsigned integer: {other:?}"),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Value::Str(s) => s,
+            other => panic!("not a string: {other:?}"),
+        }
+    }
+}
+
+pub type Fields = HashMap<String, Value>;
+
+/// What a test subscriber saw: span fields by span name, and events.
+#[derive(Default, Debug)]
+pub struct Captured {
+    spans: Mutex<HashMap<u64, (String, Fields)>>,
+    events: Mutex<Vec<(String, Fields)>>,
+}
+
+impl Captured {
+    /// The fields of the (last created) span called `name`.
+    pub fn span(&self, name: &str) -> Fields {
+        let spans = self.spans.lock().unwrap();
+        let mut found: Vec<_> = spans.iter().filter(|(_, (n, _))| n == name).collect();
+        found.sort_by_key(|(id, _)| **id);
+        found
+            .last()
+            .map(|(_, (_, f))| f.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every event's target and fields (the message is the field `message`).
+    pub fn events(&self) -> Vec<(String, Fields)> {
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Events of `target` whose message contains `text`.
+    pub fn events_with(&self, target: &str, text: &str) -> Vec<Fields> {
+        self.events()
+            .into_iter()
+            .filter(|(t, f)| {
+                t == target
+                    && f.get("message")
+                        .is_some_and(|m| matches!(m, Value::Str(s) if s.contains(text)))
+            })
+            .map(|(_, f)| f)
+            .collect()
+    }
+}
+
+struct Capture(Arc<Captured>);
+
+struct Visitor<'a>(&'a mut Fields);
+
+impl Visit for Visitor<'_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.0.insert(field.name().to_string(), Value::F64(value));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.0.insert(field.name().to_string(), Value::I64(value));
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_string(), Value::U64(value));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.0.insert(field.name().to_string(), Value::Bool(value));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0
+            .insert(field.name().to_string(), Value::Str(value.to_string()));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0
+            .insert(field.name().to_string(), Value::Str(format!("{value:?}")));
+    }
+}
+
+impl<S> Layer<S> for Capture
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _ctx: Context<'_, S>) {
+        let mut fields = Fields::new();
+        attrs.record(&mut Visitor(&mut fields));
+        self.0
+            .spans
+            .lock()
+            .unwrap()
+            .insert(id.into_u64(), (attrs.metadata().name().to_string(), fields));
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
+        if let Some((_, fields)) = self.0.spans.lock().unwrap().get_mut(&id.into_u64()) {
+            values.record(&mut Visitor(fields));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut fields = Fields::new();
+        event.record(&mut Visitor(&mut fields));
+        self.0
+            .events
+            .lock()
+            .unwrap()
+            .push((event.metadata().target().to_string(), fields));
+    }
+}
+
+/// Installs a capturing subscriber on this thread until the guard is dropped.
+pub fn capture() -> (Arc<Captured>, tracing::subscriber::DefaultGuard) {
+    let captured = Arc::new(Captured::default());
+    let subscriber = tracing_subscriber::registry().with(Capture(captured.clone()));
+    let guard = tracing::subscriber::set_default(subscriber);
+    (captured, guard)
+}
+
+/// A proptest configuration with a fixed seed: the cases are random-looking
+/// but the same in every run, so a failure always reproduces.
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x00de_9a5e),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
