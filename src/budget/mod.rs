@@ -88,26 +88,32 @@ pub trait RetryBudget: Send + Sync {
     fn balance(&self) -> f64;
 }
 
-impl<B: RetryBudget + ?Sized> RetryBudget for Arc<B> {
-    fn deposit(&self) {
-        (**self).deposit();
-    }
-    fn withdraw(&self) -> Option<Withdrawal> {
-        (**self).withdraw()
-    }
-    fn refund(&self, withdrawal: Withdrawal) {
-        (**self).refund(withdrawal);
-    }
-    fn on_success(&self, retry: Option<Withdrawal>) {
-        (**self).on_success(retry);
-    }
-    fn on_failure(&self) {
-        (**self).on_failure();
-    }
-    fn balance(&self) -> f64 {
-        (**self).balance()
-    }
+macro_rules! forward_budget {
+    ($($pointer:ident),*) => {$(
+        impl<B: RetryBudget + ?Sized> RetryBudget for $pointer<B> {
+            fn deposit(&self) {
+                (**self).deposit();
+            }
+            fn withdraw(&self) -> Option<Withdrawal> {
+                (**self).withdraw()
+            }
+            fn refund(&self, withdrawal: Withdrawal) {
+                (**self).refund(withdrawal);
+            }
+            fn on_success(&self, retry: Option<Withdrawal>) {
+                (**self).on_success(retry);
+            }
+            fn on_failure(&self) {
+                (**self).on_failure();
+            }
+            fn balance(&self) -> f64 {
+                (**self).balance()
+            }
+        }
+    )*};
 }
+
+forward_budget!(Arc, Box);
 
 /// The receipt for one granted retry: what it cost, and when it was taken.
 ///
