@@ -36,7 +36,7 @@ fn by_count_splits_first_to_last() {
 
 #[test]
 fn in_window_counts_what_falls_outside() {
-    let times = [0 * MS, 5 * MS, 10 * MS, 15 * MS, 20 * MS, 25 * MS];
+    let times = [Duration::ZERO, 5 * MS, 10 * MS, 15 * MS, 20 * MS, 25 * MS];
     let s = Spread::in_window(&times, 5 * MS..20 * MS, 3).unwrap();
     assert_eq!(s.buckets(), [1, 1, 1]);
     assert_eq!(
@@ -70,7 +70,7 @@ fn standard_deviation() {
 fn concurrency_of_intervals() {
     assert_eq!(max_concurrency(&[]), 0);
     let calls = [
-        (0 * MS, 10 * MS),
+        (Duration::ZERO, 10 * MS),
         (5 * MS, 15 * MS),
         (6 * MS, 7 * MS),
         (10 * MS, 20 * MS),

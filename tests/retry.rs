@@ -396,7 +396,8 @@ async fn a_future_dropped_mid_sleep_leaves_the_budget_balanced() {
         .build()
         .unwrap();
     let tokens = TokenBucket::aws_standard();
-    let budgets: [Box<dyn Fn() -> (f64, Box<dyn RetryBudget>)>; 2] = [
+    type Reader = Box<dyn Fn() -> (f64, Box<dyn RetryBudget>)>;
+    let budgets: [Reader; 2] = [
         Box::new(move || (ratio.balance(), Box::new(ratio.clone()))),
         Box::new(move || (tokens.balance(), Box::new(tokens.clone()))),
     ];
