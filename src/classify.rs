@@ -38,7 +38,8 @@ pub enum Outcome {
     Retry {
         /// How long the server asked the caller to wait, if it said
         /// (`Retry-After`, gRPC pushback). The retry layer never obeys it
-        /// blindly: it is clamped to `[computed backoff, cap]`.
+        /// blindly: it waits the hint plus its own jittered backoff, at most
+        /// the cap.
         after: Option<Duration>,
         /// A short, static label for telemetry (`dephase.retry.reason`).
         reason: &'static str,

@@ -234,18 +234,19 @@ fn hinted(hint: Duration) -> impl Fn(Result<&String, &String>) -> Outcome + Clon
     }
 }
 
-/// A server hint lengthens the wait up to the cap, never shortens it below
-/// the backoff, and never makes the layer sleep past the cap.
+/// A server hint is a floor with the backoff added on top: never below the
+/// backoff, never past the cap.
 #[tokio::test(start_paused = true)]
-async fn server_hints_are_clamped_to_backoff_and_cap() {
+async fn server_hints_are_floors_clamped_to_the_cap() {
     let s = Duration::from_secs;
     // (hint, expected gap) with no jitter, base 100 ms, cap 2 s.
     for (hint, gap) in [
         (s(3600), s(2)),
         (Duration::MAX, s(2)),
         (Duration::ZERO, 100 * MS),
-        (300 * MS, 300 * MS),
-        (50 * MS, 100 * MS),
+        (300 * MS, 400 * MS),
+        (50 * MS, 150 * MS),
+        (1950 * MS, s(2)),
     ] {
         let flaky = Flaky::new(1);
         let mut svc = Retry::new(
@@ -631,4 +632,54 @@ fn the_policy_builder_rejects_bad_values() {
             .field(),
         "retry.deadline"
     );
+}
+
+/// 500 callers rejected at the same instant with the same `Retry-After: 1`
+/// come back spread over the second after it, not all at once.
+#[tokio::test(start_paused = true)]
+async fn the_same_hint_to_many_callers_does_not_resynchronise_them() {
+    let flaky = Flaky::new(1);
+    let svc = Retry::new(
+        flaky.clone(),
+        RetryPolicy::builder()
+            .max_attempts(2)
+            .backoff(
+                ExponentialBackoff::builder()
+                    .base(Duration::from_secs(1))
+                    .cap(Duration::from_secs(5))
+                    .seed(3)
+                    .build()
+                    .unwrap(),
+            )
+            .classify(hinted(Duration::from_secs(1)))
+            .build()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    let calls: Vec<_> = (0..500)
+        .map(|id| tokio::spawn(svc.clone().oneshot(id)))
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let retries: Vec<Duration> = flaky
+        .arrivals
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, t)| *t - start)
+        .filter(|t| !t.is_zero())
+        .collect();
+    assert!(
+        retries.iter().all(|t| *t >= Duration::from_secs(1)),
+        "the hint is honoured"
+    );
+    let spread = Spread::in_window(
+        &retries,
+        Duration::from_secs(1)..Duration::from_secs(2) + MS,
+        10,
+    )
+    .unwrap();
+    assert_eq!(spread.count(), 500);
+    assert!(spread.peak_to_mean() <= 1.5, "{:?}", spread.buckets());
 }

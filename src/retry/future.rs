@@ -209,15 +209,17 @@ impl<S, C, K, Req> Control<S, C, K, Req> {
             return None;
         }
 
-        let backoff = self.policy.backoff.cap();
+        let cap = self.policy.backoff.cap();
         let sequence = self
             .backoff
             .get_or_insert_with(|| self.policy.backoff.sequence());
         let jitter = sequence.jitter().as_str();
         let computed = sequence.next_delay();
-        // A server hint may lengthen the wait, never shorten it below the
-        // backoff nor stretch it past the cap.
-        let delay = after.map_or(computed, |hint| hint.max(computed).min(backoff));
+        // A server hint is a floor, and this request's own jittered backoff
+        // is added on top of it: callers told the same `Retry-After` at the
+        // same moment must not all come back at the same moment. The sum
+        // never passes the cap, and is never below the computed backoff.
+        let delay = after.map_or(computed, |hint| hint.saturating_add(computed).min(cap));
 
         if let (Some(deadline), Some(started)) = (self.policy.deadline, self.started) {
             if started.elapsed() + delay > deadline {

@@ -13,9 +13,13 @@
 //!    (the same classifier a breaker uses); only
 //!    [`Outcome::Retry`](crate::classify::Outcome::Retry) is retried;
 //! 2. stop after `max_attempts`, or if the request could not be copied;
-//! 3. compute the delay from **this request's own** backoff sequence; a
-//!    server hint (`Retry-After`) may lengthen it, clamped to
-//!    `[backoff, cap]`;
+//! 3. compute the delay from **this request's own** backoff sequence. A
+//!    server hint (`Retry-After`) is a floor: the layer waits the hint *plus*
+//!    the jittered backoff, so that callers told the same `Retry-After` at the
+//!    same moment do not all come back at the same moment (a hint obeyed
+//!    exactly re-creates the herd it was meant to calm). The wait never
+//!    passes the cap — callers whose hint alone reaches the cap all wait
+//!    exactly the cap, so set the cap above the hints you mean to honour;
 //! 4. stop if the sleep would end past the **deadline**;
 //! 5. ask the shared **budget**; if it says no, the caller gets the last
 //!    result unchanged;
