@@ -35,7 +35,7 @@ use dephase::backoff::{ExponentialBackoff, Jitter};
 use dephase::budget::{RatioBudget, RetryBudget, Withdrawal};
 use dephase::classify::{Classify, Outcome};
 use dephase::measure::{Recorder, Spread};
-use dephase::retry::{RetryLayer, RetryPolicy};
+use dephase::retry::{CloneRequests, RetryLayer, RetryPolicy};
 use http_body_util::{BodyExt, Empty};
 use hyper::Uri;
 use hyper_util::client::legacy::Client;
@@ -262,13 +262,14 @@ struct Run {
     elapsed: Duration,
 }
 
-async fn run<C>(
+async fn run<C, B>(
     clients: usize,
-    policy: RetryPolicy<C>,
+    policy: RetryPolicy<C, CloneRequests, B>,
     budget: Option<Counted<RatioBudget>>,
 ) -> Result<Run, BoxError>
 where
     C: Classify<Reply, CallError> + Send + Sync + 'static,
+    B: RetryBudget + Clone + Send + Sync + 'static,
 {
     let stop = Arc::new(tokio::sync::Notify::new());
     let start = Instant::now() + Duration::from_millis(200); // time to spawn the herd

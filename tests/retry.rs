@@ -397,10 +397,10 @@ async fn a_future_dropped_mid_sleep_leaves_the_budget_balanced() {
         .build()
         .unwrap();
     let tokens = TokenBucket::aws_standard();
-    type Reader = Box<dyn Fn() -> (f64, Box<dyn RetryBudget>)>;
+    type Reader = Box<dyn Fn() -> (f64, Arc<dyn RetryBudget>)>;
     let budgets: [Reader; 2] = [
-        Box::new(move || (ratio.balance(), Box::new(ratio.clone()))),
-        Box::new(move || (tokens.balance(), Box::new(tokens.clone()))),
+        Box::new(move || (ratio.balance(), Arc::new(ratio.clone()))),
+        Box::new(move || (tokens.balance(), Arc::new(tokens.clone()))),
     ];
     for budget in budgets {
         let (before, handle) = budget();

@@ -52,6 +52,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use self::ratio::{RatioBudget, RatioBudgetBuilder};
+
 pub use self::token_bucket::{TokenBucket, TokenBucketBuilder};
 
 /// A pool of retries shared by every holder of a clone.
@@ -145,10 +146,27 @@ impl Withdrawal {
     }
 }
 
-/// `Debug` for `dyn RetryBudget` holders: shows the balance.
-pub(crate) struct BudgetDebug<'a>(pub(crate) &'a dyn RetryBudget);
+/// No limit: every retry is granted. The type of a retry policy that was
+/// given no budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NoBudget;
 
-impl fmt::Debug for BudgetDebug<'_> {
+impl RetryBudget for NoBudget {
+    fn withdraw(&self) -> Option<Withdrawal> {
+        Some(Withdrawal::new(0, 0))
+    }
+
+    fn refund(&self, _: Withdrawal) {}
+
+    fn balance(&self) -> f64 {
+        f64::INFINITY
+    }
+}
+
+/// `Debug` for budget holders: shows the balance.
+pub(crate) struct BudgetDebug<'a, B: ?Sized>(pub(crate) &'a B);
+
+impl<B: RetryBudget + ?Sized> fmt::Debug for BudgetDebug<'_, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryBudget")
             .field("balance", &self.0.balance())

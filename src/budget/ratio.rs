@@ -1,8 +1,8 @@
 //! A fraction of recent requests, plus a floor per second.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -45,10 +45,11 @@ const SLOTS: usize = 10;
 /// # Ok(()) }
 /// ```
 ///
-/// Deposits and withdrawals are a few atomic operations and a read of
-/// tokio's clock (so paused-time tests move the window); no locks. Granting
-/// is a compare-and-swap on the balance, so concurrent callers can never
-/// overdraw it.
+/// A deposit is one read of tokio's clock (so paused-time tests move the
+/// window) and one atomic add. Withdrawals — rare, they happen only on
+/// failures — are serialised by a short lock (never held across an await)
+/// that covers the check and the withdrawal together, so concurrent callers
+/// can never overdraw the budget.
 #[derive(Clone)]
 pub struct RatioBudget {
     inner: Arc<Inner>,
@@ -56,13 +57,16 @@ pub struct RatioBudget {
 
 struct Inner {
     start: Instant,
-    slot_nanos: u128,
+    slot_nanos: u64,
     deposit: i64,
     /// The newest slot generation seen; slot `g % SLOTS` holds generation `g`.
     generation: AtomicU64,
-    /// Reserve plus the sum of the slots: what can be withdrawn.
-    balance: AtomicI64,
+    /// Deposits (positive) and withdrawals (negative) per slot.
     slots: [AtomicI64; SLOTS],
+    /// Always there: `min_per_sec · ttl` retries.
+    reserve: i64,
+    /// Held while a withdrawal checks the balance and takes from it.
+    withdrawing: Mutex<()>,
     ttl: Duration,
     min_per_sec: u32,
     ratio: f64,
@@ -77,10 +81,13 @@ impl RatioBudget {
     /// Moves the window to now and returns the current generation.
     fn now(&self) -> u64 {
         let inner = &*self.inner;
-        let elapsed = Instant::now()
-            .saturating_duration_since(inner.start)
-            .as_nanos();
-        let now = u64::try_from(elapsed / inner.slot_nanos).unwrap_or(u64::MAX);
+        let elapsed = Instant::now().saturating_duration_since(inner.start);
+        // u64 arithmetic: a u128 division costs as much as the rest of a deposit.
+        let nanos = elapsed
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(elapsed.subsec_nanos()));
+        let now = nanos / inner.slot_nanos;
         let mut seen = inner.generation.load(Ordering::Acquire);
         while now > seen {
             match inner.generation.compare_exchange_weak(
@@ -93,10 +100,7 @@ impl RatioBudget {
                     // Generations seen+1..=now reuse slots whose entries have expired.
                     let stale = (now - seen).min(SLOTS as u64);
                     for g in now - stale + 1..=now {
-                        let expired = inner.slots[slot(g)].swap(0, Ordering::AcqRel);
-                        if expired != 0 {
-                            inner.balance.fetch_sub(expired, Ordering::AcqRel);
-                        }
+                        inner.slots[slot(g)].store(0, Ordering::Release);
                     }
                     break;
                 }
@@ -108,7 +112,17 @@ impl RatioBudget {
 
     fn put(&self, generation: u64, amount: i64) {
         self.inner.slots[slot(generation)].fetch_add(amount, Ordering::AcqRel);
-        self.inner.balance.fetch_add(amount, Ordering::AcqRel);
+    }
+
+    /// The reserve plus every live slot.
+    fn available(&self) -> i64 {
+        let live: i64 = self
+            .inner
+            .slots
+            .iter()
+            .map(|s| s.load(Ordering::Acquire))
+            .sum();
+        self.inner.reserve.saturating_add(live)
     }
 }
 
@@ -125,14 +139,18 @@ impl RetryBudget for RatioBudget {
     }
 
     fn withdraw(&self) -> Option<Withdrawal> {
+        // Deposits and refunds only add, so a balance read under the lock
+        // can only be too low, never too high, when the withdrawal is made.
+        let _one_at_a_time = self
+            .inner
+            .withdrawing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let now = self.now();
-        self.inner
-            .balance
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
-                (b >= UNIT).then(|| b - UNIT)
-            })
-            .ok()?;
-        self.inner.slots[slot(now)].fetch_sub(UNIT, Ordering::AcqRel);
+        if self.available() < UNIT {
+            return None;
+        }
+        self.put(now, -UNIT);
         Some(Withdrawal::new(UNIT as u64, now))
     }
 
@@ -150,7 +168,7 @@ impl RetryBudget for RatioBudget {
 
     fn balance(&self) -> f64 {
         self.now();
-        self.inner.balance.load(Ordering::Acquire) as f64 / UNIT as f64
+        self.available() as f64 / UNIT as f64
     }
 }
 
@@ -222,11 +240,13 @@ impl RatioBudgetBuilder {
         Ok(RatioBudget {
             inner: Arc::new(Inner {
                 start: Instant::now(),
-                slot_nanos: self.ttl.as_nanos() / SLOTS as u128,
+                // ttl ≤ 60 s, so this fits easily.
+                slot_nanos: (self.ttl.as_nanos() / SLOTS as u128) as u64,
                 deposit: (ratio * UNIT as f64).round() as i64,
                 generation: AtomicU64::new(0),
-                balance: AtomicI64::new(i64::try_from(reserve).unwrap_or(i64::MAX)),
                 slots: Default::default(),
+                reserve: i64::try_from(reserve).unwrap_or(i64::MAX),
+                withdrawing: Mutex::new(()),
                 ttl: self.ttl,
                 min_per_sec: self.min_per_sec,
                 ratio,

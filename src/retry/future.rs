@@ -25,13 +25,14 @@ use crate::telemetry::{self, BUDGET, JITTER, RESEND_COUNT, RETRY_DELAY_MS, RETRY
 pin_project! {
     /// The future returned by [`Retry`](super::Retry): the response of the
     /// last attempt that was made.
-    pub struct ResponseFuture<S, C, K, Req>
+    pub struct ResponseFuture<S, C, K, B, Req>
     where
         S: Service<Req>,
+        B: RetryBudget,
     {
         #[pin]
         state: State<S::Future>,
-        control: Control<S, C, K, Req>,
+        control: Control<S, C, K, B, Req>,
     }
 }
 
@@ -40,16 +41,16 @@ pin_project! {
     enum State<F> {
         // An attempt is in flight.
         Called { #[pin] future: F },
-        // Backing off before the next attempt.
-        Sleeping { #[pin] sleep: Sleep },
+        // Backing off before the next attempt (the timer is in `Retrying`).
+        Sleeping,
         // Waiting for the service to accept the next attempt.
         Ready,
     }
 }
 
 /// The part of the future that is not pinned: what has been done so far.
-struct Control<S, C, K, Req> {
-    policy: Arc<RetryPolicy<C, K>>,
+struct Control<S, C, K, B: RetryBudget, Req> {
+    policy: Arc<RetryPolicy<C, K, B>>,
     /// `Some` only when the request could be copied: the service for re-sends.
     service: Option<S>,
     /// The copy that the next attempt will send.
@@ -58,29 +59,47 @@ struct Control<S, C, K, Req> {
     attempts: u32,
     /// When the first attempt was sent, if there is a deadline.
     started: Option<Instant>,
-    /// This request's own backoff sequence, made at its first retry.
-    backoff: Option<Sequence>,
-    /// Total backoff slept so far.
-    slept: Duration,
-    /// The withdrawal for a retry that is planned but not sent yet.
-    unsent: Option<Unsent>,
-    /// The withdrawal that paid for the attempt in flight.
-    paid: Option<Withdrawal>,
+    /// Everything only a retried request needs, made at its first retry.
+    ///
+    /// Boxed so that the future of a request that succeeds at once (the hot
+    /// path) stays small: the timer and the backoff state are most of the
+    /// size, and a retried request sleeps anyway, so one allocation there
+    /// costs nothing that matters.
+    retrying: Option<Pin<Box<Retrying<B>>>>,
+}
+
+pin_project! {
+    /// The state of a request that is being retried.
+    struct Retrying<B>
+    where
+        B: RetryBudget,
+    {
+        #[pin]
+        sleep: Sleep,
+        // This request's own backoff sequence.
+        backoff: Sequence,
+        // Total backoff slept so far.
+        slept: Duration,
+        // The withdrawal for a retry that is planned but not sent yet.
+        unsent: Option<Unsent<B>>,
+        // The withdrawal that paid for the attempt in flight.
+        paid: Option<Withdrawal>,
+    }
 }
 
 /// A granted retry that has not been sent: refunded if dropped unspent.
-struct Unsent {
-    budget: Arc<dyn RetryBudget>,
+struct Unsent<B: RetryBudget> {
+    budget: B,
     withdrawal: Option<Withdrawal>,
 }
 
-impl Unsent {
+impl<B: RetryBudget> Unsent<B> {
     fn spend(mut self) -> Option<Withdrawal> {
         self.withdrawal.take()
     }
 }
 
-impl Drop for Unsent {
+impl<B: RetryBudget> Drop for Unsent<B> {
     fn drop(&mut self) {
         if let Some(withdrawal) = self.withdrawal.take() {
             self.budget.refund(withdrawal);
@@ -88,13 +107,14 @@ impl Drop for Unsent {
     }
 }
 
-impl<S, C, K, Req> ResponseFuture<S, C, K, Req>
+impl<S, C, K, B, Req> ResponseFuture<S, C, K, B, Req>
 where
     S: Service<Req>,
+    B: RetryBudget,
 {
     pub(super) fn new(
         future: S::Future,
-        policy: Arc<RetryPolicy<C, K>>,
+        policy: Arc<RetryPolicy<C, K, B>>,
         service: Option<S>,
         request: Option<Req>,
     ) -> Self {
@@ -107,20 +127,18 @@ where
                 request,
                 attempts: 1,
                 started,
-                backoff: None,
-                slept: Duration::ZERO,
-                unsent: None,
-                paid: None,
+                retrying: None,
             },
         }
     }
 }
 
-impl<S, C, K, Req> Future for ResponseFuture<S, C, K, Req>
+impl<S, C, K, B, Req> Future for ResponseFuture<S, C, K, B, Req>
 where
     S: Service<Req>,
     C: Classify<S::Response, S::Error>,
     K: CloneRequest<Req>,
+    B: RetryBudget + Clone,
 {
     type Output = Result<S::Response, S::Error>;
 
@@ -132,15 +150,18 @@ where
                 StateProj::Called { future } => {
                     let result = ready!(future.poll(cx));
                     let outcome = control.policy.classify.classify(result.as_ref());
-                    match control.after_attempt(outcome) {
-                        Some(delay) => this.state.set(State::Sleeping {
-                            sleep: tokio::time::sleep(delay),
-                        }),
-                        None => return Poll::Ready(result),
+                    if control.after_attempt(outcome) {
+                        this.state.set(State::Sleeping);
+                    } else {
+                        return Poll::Ready(result);
                     }
                 }
-                StateProj::Sleeping { sleep } => {
-                    ready!(sleep.poll(cx));
+                StateProj::Sleeping => {
+                    let retrying = control
+                        .retrying
+                        .as_mut()
+                        .expect("a retry is only planned with its retry state");
+                    ready!(retrying.as_mut().project().sleep.poll(cx));
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
@@ -148,9 +169,15 @@ where
                         .service
                         .as_mut()
                         .expect("a retry is only planned when the future holds a service");
+                    let retrying = control
+                        .retrying
+                        .as_mut()
+                        .expect("a retry is only planned with its retry state")
+                        .as_mut()
+                        .project();
                     if let Err(error) = ready!(service.poll_ready(cx)) {
                         // The retry is not sent: dropping `unsent` refunds it.
-                        control.unsent = None;
+                        *retrying.unsent = None;
                         return Poll::Ready(Err(error));
                     }
                     let request = control
@@ -161,7 +188,7 @@ where
                     if control.attempts < control.policy.max_attempts {
                         control.request = control.policy.clone.clone_request(&request);
                     }
-                    control.paid = control.unsent.take().and_then(Unsent::spend);
+                    *retrying.paid = retrying.unsent.take().and_then(Unsent::spend);
                     Span::current().record(RESEND_COUNT, control.attempts - 1);
                     this.state.set(State::Called {
                         future: service.call(request),
@@ -172,24 +199,28 @@ where
     }
 }
 
-impl<S, C, K, Req> Control<S, C, K, Req> {
+impl<S, C, K, B: RetryBudget + Clone, Req> Control<S, C, K, B, Req> {
     /// Books the attempt's outcome with the budget and decides whether to
-    /// retry: `Some(delay)` to sleep and re-send, `None` to return the result.
-    fn after_attempt(&mut self, outcome: Outcome) -> Option<Duration> {
-        let paid = self.paid.take();
-        let budget = self.policy.budget.as_deref();
+    /// retry. `true`: the retry is planned and its timer set.
+    #[inline]
+    fn after_attempt(&mut self, outcome: Outcome) -> bool {
+        let paid = self
+            .retrying
+            .as_mut()
+            .and_then(|r| r.as_mut().project().paid.take());
+        let budget = self.policy.budget.as_ref();
         let (after, reason) = match outcome {
             Outcome::Success => {
                 if let Some(budget) = budget {
                     budget.on_success(paid);
                 }
-                return None;
+                return false;
             }
             Outcome::Failure { .. } => {
                 if let Some(budget) = budget {
                     budget.on_failure();
                 }
-                return None;
+                return false;
             }
             Outcome::Retry { after, reason } => {
                 if let Some(budget) = budget {
@@ -198,23 +229,37 @@ impl<S, C, K, Req> Control<S, C, K, Req> {
                 (after, reason)
             }
         };
+        self.plan_retry(after, reason)
+    }
 
+    /// Decides whether (and after how long) to retry; sets the timer.
+    /// Out of line: the success path should not pay for its size.
+    #[cold]
+    #[inline(never)]
+    fn plan_retry(&mut self, after: Option<Duration>, reason: &'static str) -> bool {
         let resends = self.attempts - 1;
         if self.attempts >= self.policy.max_attempts {
             tracing::event!(target: "dephase::retry", Level::DEBUG, http.request.resend_count = resends, dephase.retry.reason = reason, "retry stopped: attempts exhausted");
-            return None;
+            return false;
         }
         if self.request.is_none() || self.service.is_none() {
             tracing::event!(target: "dephase::retry", Level::DEBUG, dephase.retry.reason = reason, "retry stopped: the request could not be copied");
-            return None;
+            return false;
         }
 
         let cap = self.policy.backoff.cap();
-        let sequence = self
-            .backoff
-            .get_or_insert_with(|| self.policy.backoff.sequence());
-        let jitter = sequence.jitter().as_str();
-        let computed = sequence.next_delay();
+        let retrying = self.retrying.get_or_insert_with(|| {
+            Box::pin(Retrying {
+                sleep: tokio::time::sleep_until(Instant::now()),
+                backoff: self.policy.backoff.sequence(),
+                slept: Duration::ZERO,
+                unsent: None,
+                paid: None,
+            })
+        });
+        let mut retrying = retrying.as_mut().project();
+        let jitter = retrying.backoff.jitter().as_str();
+        let computed = retrying.backoff.next_delay();
         // A server hint is a floor, and this request's own jittered backoff
         // is added on top of it: callers told the same `Retry-After` at the
         // same moment must not all come back at the same moment. The sum
@@ -224,7 +269,7 @@ impl<S, C, K, Req> Control<S, C, K, Req> {
         if let (Some(deadline), Some(started)) = (self.policy.deadline, self.started) {
             if started.elapsed() + delay > deadline {
                 tracing::event!(target: "dephase::retry", Level::DEBUG, http.request.resend_count = resends, dephase.retry.reason = reason, delay_ms = telemetry::millis(delay), "retry stopped: the backoff would end past the deadline");
-                return None;
+                return false;
             }
         }
 
@@ -232,8 +277,8 @@ impl<S, C, K, Req> Control<S, C, K, Req> {
         if let Some(budget) = &self.policy.budget {
             match budget.withdraw() {
                 Some(withdrawal) => {
-                    self.unsent = Some(Unsent {
-                        budget: Arc::clone(budget),
+                    *retrying.unsent = Some(Unsent {
+                        budget: budget.clone(),
                         withdrawal: Some(withdrawal),
                     });
                     span.record(BUDGET, "granted");
@@ -242,14 +287,15 @@ impl<S, C, K, Req> Control<S, C, K, Req> {
                     span.record(BUDGET, "denied");
                     span.record(RETRY_REASON, reason);
                     tracing::event!(target: "dephase::retry", Level::DEBUG, http.request.resend_count = resends, dephase.budget = "denied", dephase.retry.reason = reason, "retry stopped: the retry budget is empty");
-                    return None;
+                    return false;
                 }
             }
         }
 
-        self.slept += delay;
+        *retrying.slept += delay;
+        retrying.sleep.as_mut().reset(Instant::now() + delay);
         let delay_ms = telemetry::millis(delay);
-        span.record(RETRY_DELAY_MS, telemetry::millis(self.slept));
+        span.record(RETRY_DELAY_MS, telemetry::millis(*retrying.slept));
         span.record(JITTER, jitter);
         span.record(RETRY_REASON, reason);
         tracing::event!(
@@ -258,28 +304,29 @@ impl<S, C, K, Req> Control<S, C, K, Req> {
             http.request.resend_count = resends + 1,
             dephase.retry.delay_ms = delay_ms,
             dephase.jitter = jitter,
-            dephase.budget = if self.unsent.is_some() { "granted" } else { "none" },
+            dephase.budget = if retrying.unsent.is_some() { "granted" } else { "none" },
             dephase.retry.reason = reason,
             "retrying after backoff"
         );
-        Some(delay)
+        true
     }
 }
 
-impl<S, C, K, Req> fmt::Debug for ResponseFuture<S, C, K, Req>
+impl<S, C, K, B, Req> fmt::Debug for ResponseFuture<S, C, K, B, Req>
 where
     S: Service<Req>,
+    B: RetryBudget,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Called { .. } => "called",
-            State::Sleeping { .. } => "sleeping",
+            State::Sleeping => "sleeping",
             State::Ready => "ready",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .field("attempts", &self.control.attempts)
-            .field("slept", &self.control.slept)
+            .field("slept", &self.control.retrying.as_ref().map(|r| r.slept))
             .finish_non_exhaustive()
     }
 }

@@ -79,34 +79,35 @@ use tower_service::Service;
 pub use self::future::ResponseFuture;
 pub use self::layer::RetryLayer;
 pub use self::policy::{CloneRequest, CloneRequests, RetryPolicy, RetryPolicyBuilder};
+use crate::budget::{NoBudget, RetryBudget};
 use crate::classify::{Classify, RetryErrors};
 
 /// Retries failed requests with a jittered backoff, a shared budget and a deadline.
 ///
 /// See the [module documentation](self) for what it does and in which order.
 /// Clones share the policy (and so the budget and the random source).
-pub struct Retry<S, C = RetryErrors, K = CloneRequests> {
+pub struct Retry<S, C = RetryErrors, K = CloneRequests, B = NoBudget> {
     inner: S,
-    policy: Arc<RetryPolicy<C, K>>,
+    policy: Arc<RetryPolicy<C, K, B>>,
 }
 
-impl<S, C, K> Retry<S, C, K> {
+impl<S, C, K, B> Retry<S, C, K, B> {
     /// Wraps `inner`.
-    pub fn new(inner: S, policy: RetryPolicy<C, K>) -> Self {
+    pub fn new(inner: S, policy: RetryPolicy<C, K, B>) -> Self {
         Retry::from_shared(inner, Arc::new(policy))
     }
 
-    pub(crate) fn from_shared(inner: S, policy: Arc<RetryPolicy<C, K>>) -> Self {
+    pub(crate) fn from_shared(inner: S, policy: Arc<RetryPolicy<C, K, B>>) -> Self {
         Retry { inner, policy }
     }
 
     /// A [`RetryLayer`] that applies `policy`.
-    pub fn layer(policy: RetryPolicy<C, K>) -> RetryLayer<C, K> {
+    pub fn layer(policy: RetryPolicy<C, K, B>) -> RetryLayer<C, K, B> {
         RetryLayer::new(policy)
     }
 
     /// The policy.
-    pub fn policy(&self) -> &RetryPolicy<C, K> {
+    pub fn policy(&self) -> &RetryPolicy<C, K, B> {
         &self.policy
     }
 
@@ -126,15 +127,16 @@ impl<S, C, K> Retry<S, C, K> {
     }
 }
 
-impl<S, C, K, Req> Service<Req> for Retry<S, C, K>
+impl<S, C, K, B, Req> Service<Req> for Retry<S, C, K, B>
 where
     S: Service<Req> + Clone,
     C: Classify<S::Response, S::Error>,
     K: CloneRequest<Req>,
+    B: RetryBudget + Clone,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S, C, K, Req>;
+    type Future = ResponseFuture<S, C, K, B, Req>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -157,7 +159,7 @@ where
     }
 }
 
-impl<S: Clone, C, K> Clone for Retry<S, C, K> {
+impl<S: Clone, C, K, B> Clone for Retry<S, C, K, B> {
     fn clone(&self) -> Self {
         Retry {
             inner: self.inner.clone(),
@@ -166,7 +168,7 @@ impl<S: Clone, C, K> Clone for Retry<S, C, K> {
     }
 }
 
-impl<S: fmt::Debug, C, K> fmt::Debug for Retry<S, C, K> {
+impl<S: fmt::Debug, C, K, B: RetryBudget> fmt::Debug for Retry<S, C, K, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
             .field("inner", &self.inner)

@@ -2,11 +2,10 @@
 
 use std::any::type_name;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::ExponentialBackoff;
-use crate::budget::{BudgetDebug, RetryBudget};
+use crate::budget::{BudgetDebug, NoBudget, RetryBudget};
 use crate::classify::RetryErrors;
 use crate::error::ConfigError;
 
@@ -41,7 +40,8 @@ impl<Req: Clone> CloneRequest<Req> for CloneRequests {
 }
 
 /// Everything the [`Retry`](super::Retry) layer needs to decide: attempts,
-/// backoff, budget, deadline, the classifier `C` and the request copier `K`.
+/// backoff, deadline, the classifier `C`, the request copier `K` and the
+/// budget `B` (a [`RetryBudget`]; clones share it).
 ///
 /// ```
 /// use std::time::Duration;
@@ -66,10 +66,10 @@ impl<Req: Clone> CloneRequest<Req> for CloneRequests {
 /// assert_eq!(policy.max_attempts(), 4);
 /// # Ok(()) }
 /// ```
-pub struct RetryPolicy<C = RetryErrors, K = CloneRequests> {
+pub struct RetryPolicy<C = RetryErrors, K = CloneRequests, B = NoBudget> {
     pub(super) max_attempts: u32,
     pub(super) backoff: ExponentialBackoff,
-    pub(super) budget: Option<Arc<dyn RetryBudget>>,
+    pub(super) budget: Option<B>,
     pub(super) deadline: Option<Duration>,
     pub(super) classify: C,
     pub(super) clone: K,
@@ -91,7 +91,7 @@ impl RetryPolicy {
     }
 }
 
-impl<C, K> RetryPolicy<C, K> {
+impl<C, K, B> RetryPolicy<C, K, B> {
     /// Attempts per request, the first included.
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
@@ -103,8 +103,8 @@ impl<C, K> RetryPolicy<C, K> {
     }
 
     /// The shared budget, if any.
-    pub fn budget(&self) -> Option<&dyn RetryBudget> {
-        self.budget.as_deref()
+    pub fn budget(&self) -> Option<&B> {
+        self.budget.as_ref()
     }
 
     /// How long after the first attempt a retry may still start.
@@ -118,12 +118,12 @@ impl<C, K> RetryPolicy<C, K> {
     }
 }
 
-impl<C, K> fmt::Debug for RetryPolicy<C, K> {
+impl<C, K, B: RetryBudget> fmt::Debug for RetryPolicy<C, K, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryPolicy")
             .field("max_attempts", &self.max_attempts)
             .field("backoff", &self.backoff)
-            .field("budget", &self.budget.as_deref().map(BudgetDebug))
+            .field("budget", &self.budget.as_ref().map(BudgetDebug))
             .field("deadline", &self.deadline)
             .field("classify", &type_name::<C>())
             .field("clone", &type_name::<K>())
@@ -132,16 +132,16 @@ impl<C, K> fmt::Debug for RetryPolicy<C, K> {
 }
 
 /// Builds a [`RetryPolicy`]; [`build`](Self::build) checks the settings.
-pub struct RetryPolicyBuilder<C = RetryErrors, K = CloneRequests> {
+pub struct RetryPolicyBuilder<C = RetryErrors, K = CloneRequests, B = NoBudget> {
     max_attempts: u32,
     backoff: ExponentialBackoff,
-    budget: Option<Arc<dyn RetryBudget>>,
+    budget: Option<B>,
     deadline: Option<Duration>,
     classify: C,
     clone: K,
 }
 
-impl<C, K> RetryPolicyBuilder<C, K> {
+impl<C, K, B> RetryPolicyBuilder<C, K, B> {
     /// Attempts per request, the first included (default 3; 1 turns retries off).
     pub fn max_attempts(mut self, max_attempts: u32) -> Self {
         self.max_attempts = max_attempts;
@@ -155,9 +155,16 @@ impl<C, K> RetryPolicyBuilder<C, K> {
     }
 
     /// A budget shared with every other holder of a clone of `budget`.
-    pub fn budget(mut self, budget: impl RetryBudget + 'static) -> Self {
-        self.budget = Some(Arc::new(budget));
-        self
+    /// (For a budget chosen at run time, pass an `Arc<dyn RetryBudget>`.)
+    pub fn budget<B2: RetryBudget + Clone>(self, budget: B2) -> RetryPolicyBuilder<C, K, B2> {
+        RetryPolicyBuilder {
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            budget: Some(budget),
+            deadline: self.deadline,
+            classify: self.classify,
+            clone: self.clone,
+        }
     }
 
     /// No retry whose backoff would end more than `deadline` after the
@@ -170,7 +177,7 @@ impl<C, K> RetryPolicyBuilder<C, K> {
     }
 
     /// Decides from each result whether to retry (default: retry every error).
-    pub fn classify<C2>(self, classify: C2) -> RetryPolicyBuilder<C2, K> {
+    pub fn classify<C2>(self, classify: C2) -> RetryPolicyBuilder<C2, K, B> {
         RetryPolicyBuilder {
             max_attempts: self.max_attempts,
             backoff: self.backoff,
@@ -182,7 +189,7 @@ impl<C, K> RetryPolicyBuilder<C, K> {
     }
 
     /// Copies requests for retries (default: [`Clone`]).
-    pub fn clone_requests<K2>(self, clone: K2) -> RetryPolicyBuilder<C, K2> {
+    pub fn clone_requests<K2>(self, clone: K2) -> RetryPolicyBuilder<C, K2, B> {
         RetryPolicyBuilder {
             max_attempts: self.max_attempts,
             backoff: self.backoff,
@@ -198,7 +205,7 @@ impl<C, K> RetryPolicyBuilder<C, K> {
     /// # Errors
     ///
     /// Zero attempts (`retry.max_attempts`) or a zero deadline (`retry.deadline`).
-    pub fn build(self) -> Result<RetryPolicy<C, K>, ConfigError> {
+    pub fn build(self) -> Result<RetryPolicy<C, K, B>, ConfigError> {
         if self.max_attempts == 0 {
             return Err(ConfigError::new(
                 "retry.max_attempts",
@@ -222,12 +229,12 @@ impl<C, K> RetryPolicyBuilder<C, K> {
     }
 }
 
-impl<C, K> fmt::Debug for RetryPolicyBuilder<C, K> {
+impl<C, K, B: RetryBudget> fmt::Debug for RetryPolicyBuilder<C, K, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryPolicyBuilder")
             .field("max_attempts", &self.max_attempts)
             .field("backoff", &self.backoff)
-            .field("budget", &self.budget.as_deref().map(BudgetDebug))
+            .field("budget", &self.budget.as_ref().map(BudgetDebug))
             .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }

@@ -1,0 +1,229 @@
+//! Success-path cost of the Retry layer against tower's `Retry` with a
+//! `TpsBudget`, and the cost of budget operations against tower's budget —
+//! measured in the same run, reported as ratios.
+//!
+//! ```text
+//! cargo bench --bench retry
+//! ```
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group};
+use dephase::budget::{RatioBudget, RetryBudget, TokenBucket};
+use dephase::retry::{Retry, RetryPolicy};
+use tower::Service;
+use tower::retry::budget::{Budget as _, TpsBudget};
+
+mod support;
+
+/// Polls a future that is expected to be ready at once.
+fn now<F: Future>(future: F) -> F::Output {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(future).poll(&mut cx) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("the benchmarked future was not ready"),
+    }
+}
+
+fn ready<S: Service<u64>>(service: &mut S) {
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(service.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+}
+
+/// tower's documented budget policy, completed with what our policy has:
+/// a jittered exponential backoff and an attempt limit — the policy a tower
+/// user writes to get the same behaviour.
+#[derive(Clone)]
+struct TowerPolicy {
+    budget: Arc<TpsBudget>,
+    backoff: tower::retry::backoff::ExponentialBackoff,
+    attempts: u32,
+}
+
+impl TowerPolicy {
+    fn new() -> Self {
+        let mut maker = tower::retry::backoff::ExponentialBackoffMaker::new(
+            Duration::from_millis(100),
+            Duration::from_secs(10),
+            1.0,
+            tower::util::rng::HasherRng::default(),
+        )
+        .expect("valid backoff");
+        TowerPolicy {
+            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+            backoff: tower::retry::backoff::MakeBackoff::make_backoff(&mut maker),
+            attempts: 1,
+        }
+    }
+}
+
+impl<E> tower::retry::Policy<u64, u64, E> for TowerPolicy {
+    type Future = tokio::time::Sleep;
+
+    fn retry(&mut self, _: &mut u64, result: &mut Result<u64, E>) -> Option<Self::Future> {
+        match result {
+            Ok(_) => {
+                self.budget.deposit();
+                None
+            }
+            Err(_) => {
+                if self.attempts >= 3 || !self.budget.withdraw() {
+                    return None;
+                }
+                self.attempts += 1;
+                Some(tower::retry::backoff::Backoff::next_backoff(
+                    &mut self.backoff,
+                ))
+            }
+        }
+    }
+
+    fn clone_request(&mut self, req: &u64) -> Option<u64> {
+        Some(*req)
+    }
+}
+
+fn inner()
+-> impl Service<u64, Response = u64, Error = (), Future = std::future::Ready<Result<u64, ()>>> + Clone
+{
+    tower::service_fn(|x: u64| std::future::ready(Ok::<u64, ()>(x)))
+}
+
+fn success_path(c: &mut Criterion) {
+    let mut group = c.benchmark_group("retry_success_path");
+    group.throughput(Throughput::Elements(1));
+
+    let mut bare = inner();
+    group.bench_function("bare", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            ready(&mut bare);
+            black_box(now(bare.call(black_box(i)))).unwrap()
+        })
+    });
+
+    let policy = RetryPolicy::builder()
+        .max_attempts(3)
+        .budget(RatioBudget::builder().build().unwrap())
+        .build()
+        .unwrap();
+    let mut ours = Retry::new(inner(), policy);
+    group.bench_function("dephase", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            ready(&mut ours);
+            black_box(now(ours.call(black_box(i)))).unwrap()
+        })
+    });
+
+    let mut tower = tower::retry::Retry::new(TowerPolicy::new(), inner());
+    group.bench_function("tower", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            ready(&mut tower);
+            black_box(now(tower.call(black_box(i)))).unwrap()
+        })
+    });
+    let mut ours_nb = Retry::new(
+        inner(),
+        RetryPolicy::builder().max_attempts(3).build().unwrap(),
+    );
+    group.bench_function("dephase_no_budget", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            ready(&mut ours_nb);
+            black_box(now(ours_nb.call(black_box(i)))).unwrap()
+        })
+    });
+    group.finish();
+}
+
+fn budgets(c: &mut Criterion) {
+    let mut group = c.benchmark_group("budget");
+    group.throughput(Throughput::Elements(1));
+
+    let ratio = RatioBudget::builder().build().unwrap();
+    let tps = TpsBudget::new(Duration::from_secs(10), 10, 0.2);
+    group.bench_function("ratio_deposit", |b| b.iter(|| black_box(&ratio).deposit()));
+    group.bench_function("tower_deposit", |b| b.iter(|| black_box(&tps).deposit()));
+
+    // Reserves so large that every withdrawal in the run is granted.
+    let ratio = RatioBudget::builder()
+        .min_per_sec(u32::MAX)
+        .build()
+        .unwrap();
+    let tps = TpsBudget::new(Duration::from_secs(10), i32::MAX as u32 - 1, 0.2);
+    group.bench_function("ratio_withdraw", |b| b.iter(|| black_box(ratio.withdraw())));
+    group.bench_function("tower_withdraw", |b| b.iter(|| black_box(tps.withdraw())));
+
+    let bucket = TokenBucket::builder()
+        .capacity(1e12)
+        .retry_cost(0.001)
+        .build()
+        .unwrap();
+    group.bench_function("token_bucket_withdraw", |b| {
+        b.iter(|| black_box(bucket.withdraw()))
+    });
+    group.bench_function("token_bucket_success", |b| {
+        b.iter(|| black_box(&bucket).on_success(None))
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = success_path, budgets
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    support::report(
+        "retry_ratios.json",
+        &[
+            (
+                "retry_success_path",
+                "dephase",
+                "tower",
+                "tower Retry + TpsBudget",
+            ),
+            ("retry_success_path", "dephase", "bare", "no retry layer"),
+            (
+                "retry_success_path",
+                "tower",
+                "bare",
+                "(tower vs no retry layer)",
+            ),
+            (
+                "retry_success_path",
+                "dephase_no_budget",
+                "bare",
+                "no retry layer",
+            ),
+            (
+                "budget",
+                "ratio_deposit",
+                "tower_deposit",
+                "tower TpsBudget::deposit",
+            ),
+            (
+                "budget",
+                "ratio_withdraw",
+                "tower_withdraw",
+                "tower TpsBudget::withdraw",
+            ),
+        ],
+    );
+}
