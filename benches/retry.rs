@@ -151,6 +151,11 @@ fn budgets(c: &mut Criterion) {
     let mut group = c.benchmark_group("budget");
     group.throughput(Throughput::Elements(1));
 
+    // The floor under both ratio budgets: each deposit and withdrawal reads the clock once.
+    group.bench_function("clock_read", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+
     let ratio = RatioBudget::builder().build().unwrap();
     let tps = TpsBudget::new(Duration::from_secs(10), 10, 0.2);
     group.bench_function("ratio_deposit", |b| b.iter(|| black_box(&ratio).deposit()));

@@ -1,8 +1,8 @@
 //! A fraction of recent requests, plus a floor per second.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -46,10 +46,13 @@ const SLOTS: usize = 10;
 /// ```
 ///
 /// A deposit is one read of tokio's clock (so paused-time tests move the
-/// window) and one atomic add. Withdrawals — rare, they happen only on
-/// failures — are serialised by a short lock (never held across an await)
-/// that covers the check and the withdrawal together, so concurrent callers
-/// can never overdraw the budget.
+/// window) and one atomic add; a withdrawal is a clock read, an atomic
+/// subtraction and a sum of the ten slots. No locks, and concurrent callers
+/// can never overdraw the budget (a withdrawal that would is given back).
+///
+/// The [`balance`](RetryBudget::balance) can be negative for a while:
+/// withdrawals outlive the deposits that paid for them when they were made
+/// later in the window.
 #[derive(Clone)]
 pub struct RatioBudget {
     inner: Arc<Inner>,
@@ -65,8 +68,6 @@ struct Inner {
     slots: [AtomicI64; SLOTS],
     /// Always there: `min_per_sec · ttl` retries.
     reserve: i64,
-    /// Held while a withdrawal checks the balance and takes from it.
-    withdrawing: Mutex<()>,
     ttl: Duration,
     min_per_sec: u32,
     ratio: f64,
@@ -111,7 +112,7 @@ impl RatioBudget {
     }
 
     fn put(&self, generation: u64, amount: i64) {
-        self.inner.slots[slot(generation)].fetch_add(amount, Ordering::AcqRel);
+        self.inner.slots[slot(generation)].fetch_add(amount, Ordering::SeqCst);
     }
 
     /// The reserve plus every live slot.
@@ -120,7 +121,7 @@ impl RatioBudget {
             .inner
             .slots
             .iter()
-            .map(|s| s.load(Ordering::Acquire))
+            .map(|s| s.load(Ordering::SeqCst))
             .sum();
         self.inner.reserve.saturating_add(live)
     }
@@ -139,19 +140,20 @@ impl RetryBudget for RatioBudget {
     }
 
     fn withdraw(&self) -> Option<Withdrawal> {
-        // Deposits and refunds only add, so a balance read under the lock
-        // can only be too low, never too high, when the withdrawal is made.
-        let _one_at_a_time = self
-            .inner
-            .withdrawing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        // Take first, then check: if the balance (which now includes every
+        // withdrawal made before ours) went below zero, give it back. Two
+        // racing callers may both give back when only one could have had
+        // it, but they can never both keep it: whichever reads the balance
+        // last sees both withdrawals. No overdraw, no lock.
         let now = self.now();
-        if self.available() < UNIT {
-            return None;
+        let taken = &self.inner.slots[slot(now)];
+        taken.fetch_sub(UNIT, Ordering::SeqCst);
+        if self.available() >= 0 {
+            Some(Withdrawal::new(UNIT as u64, now))
+        } else {
+            taken.fetch_add(UNIT, Ordering::SeqCst);
+            None
         }
-        self.put(now, -UNIT);
-        Some(Withdrawal::new(UNIT as u64, now))
     }
 
     fn refund(&self, withdrawal: Withdrawal) {
@@ -246,7 +248,6 @@ impl RatioBudgetBuilder {
                 generation: AtomicU64::new(0),
                 slots: Default::default(),
                 reserve: i64::try_from(reserve).unwrap_or(i64::MAX),
-                withdrawing: Mutex::new(()),
                 ttl: self.ttl,
                 min_per_sec: self.min_per_sec,
                 ratio,
