@@ -22,9 +22,9 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`backoff`] | exponential backoff with [`Jitter`]`::{None, Full, Equal, Decorrelated}`; never above the cap; an independent random stream per retry sequence; seedable |
-//! | [`offset`] | deterministic offsets (`SipHash-2-4(key) mod window`, `i · window / n`, per-process splay) and a staggered periodic [`Ticker`](offset::Ticker) |
+//! | [`offset`] | deterministic offsets (`SipHash-2-4(key) mod window`, `i · window / n`, per-process splay) and a staggered periodic [`Ticker`] |
 //! | [`budget`] | retry budgets shared by every clone: a [`TokenBucket`] (AWS standard mode, gRPC A6) and a [`RatioBudget`] (Finagle, exact) |
-//! | [`retry`] | the [`Retry`] layer: classify → budget → jittered backoff (or the server's hint, clamped) → re-send, with max attempts and a deadline |
+//! | [`retry`] | the [`Retry`] layer: classify → budget → jittered backoff (a server's `Retry-After` is a floor, with the jitter on top) → re-send, with max attempts and a deadline |
 //! | [`classify`] | the one [`Classify`] trait that tells every layer what a result means |
 //! | [`measure`] | spread statistics (peak per bucket, peak-to-mean, standard deviation, max concurrency) to prove that dephasing works |
 //! | [`telemetry`] | the names of the span fields and events every layer records |
@@ -103,3 +103,9 @@ pub use crate::classify::{Classify, Outcome};
 pub use crate::error::ConfigError;
 pub use crate::offset::{Offset, Ticker};
 pub use crate::retry::{Retry, RetryLayer, RetryPolicy};
+
+/// The README's code blocks, compiled (and run) as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+

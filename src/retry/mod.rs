@@ -9,7 +9,7 @@
 //! classifier into a `Policy` is left to each user. Here one
 //! [`RetryPolicy`] holds all of it:
 //!
-//! 1. **classify** the result with a [`Classify`](crate::classify::Classify)
+//! 1. **classify** the result with a [`Classify`]
 //!    (the same classifier a breaker uses); only
 //!    [`Outcome::Retry`](crate::classify::Outcome::Retry) is retried;
 //! 2. stop after `max_attempts`, or if the request could not be copied;
@@ -26,6 +26,12 @@
 //! 6. sleep, wait for the service to be ready, re-send a copy.
 //!
 //! The span fields and events it records are listed in [`telemetry`](crate::telemetry).
+//!
+//! # Runtime
+//!
+//! The backoff sleeps on tokio's timer, so a retry needs a tokio runtime
+//! with time enabled (as tower's `retry` with its tokio backoff does); a
+//! request that succeeds at once never touches the timer.
 //!
 //! # Cancellation
 //!

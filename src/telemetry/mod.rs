@@ -47,8 +47,9 @@ pub const JITTER: &str = "dephase.jitter";
 /// Retry: whether the retry budget `granted` or `denied` the last retry.
 pub const BUDGET: &str = "dephase.budget";
 
-/// Retry: why the last attempt was retried (the classifier's reason), or
-/// why retrying stopped (`deadline`, `budget`).
+/// Retry: why the last attempt was retried, as the classifier put it
+/// ([`Outcome::Retry`](crate::classify::Outcome::Retry)'s `reason`). When
+/// retrying stops early (attempts, deadline, budget), an event says why.
 pub const RETRY_REASON: &str = "dephase.retry.reason";
 
 /// Offset and pace: the offset applied, in milliseconds. Float.
