@@ -108,4 +108,3 @@ pub use crate::retry::{Retry, RetryLayer, RetryPolicy};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
-
