@@ -94,56 +94,47 @@ fn inner()
     tower::service_fn(|x: u64| std::future::ready(Ok::<u64, ()>(x)))
 }
 
+/// Times one request through `service`: `poll_ready`, `call`, poll to completion.
+fn bench_service<S>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    mut service: S,
+) where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    group.bench_function(name, |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            ready(&mut service);
+            black_box(now(service.call(black_box(i)))).unwrap()
+        })
+    });
+}
+
 fn success_path(c: &mut Criterion) {
     let mut group = c.benchmark_group("retry_success_path");
     group.throughput(Throughput::Elements(1));
 
-    let mut bare = inner();
-    group.bench_function("bare", |b| {
-        let mut i = 0u64;
-        b.iter(|| {
-            i += 1;
-            ready(&mut bare);
-            black_box(now(bare.call(black_box(i)))).unwrap()
-        })
-    });
+    let bare = inner();
+    bench_service(&mut group, "bare", bare);
 
     let policy = RetryPolicy::builder()
         .max_attempts(3)
         .budget(RatioBudget::builder().build().unwrap())
         .build()
         .unwrap();
-    let mut ours = Retry::new(inner(), policy);
-    group.bench_function("dephase", |b| {
-        let mut i = 0u64;
-        b.iter(|| {
-            i += 1;
-            ready(&mut ours);
-            black_box(now(ours.call(black_box(i)))).unwrap()
-        })
-    });
+    let ours = Retry::new(inner(), policy);
+    bench_service(&mut group, "dephase", ours);
 
-    let mut tower = tower::retry::Retry::new(TowerPolicy::new(), inner());
-    group.bench_function("tower", |b| {
-        let mut i = 0u64;
-        b.iter(|| {
-            i += 1;
-            ready(&mut tower);
-            black_box(now(tower.call(black_box(i)))).unwrap()
-        })
-    });
-    let mut ours_nb = Retry::new(
+    let tower = tower::retry::Retry::new(TowerPolicy::new(), inner());
+    bench_service(&mut group, "tower", tower);
+    let ours_nb = Retry::new(
         inner(),
         RetryPolicy::builder().max_attempts(3).build().unwrap(),
     );
-    group.bench_function("dephase_no_budget", |b| {
-        let mut i = 0u64;
-        b.iter(|| {
-            i += 1;
-            ready(&mut ours_nb);
-            black_box(now(ours_nb.call(black_box(i)))).unwrap()
-        })
-    });
+    bench_service(&mut group, "dephase_no_budget", ours_nb);
     group.finish();
 }
 

@@ -78,6 +78,28 @@ impl Service<u32> for Flaky {
     }
 }
 
+/// Sends `n` requests at the same instant through `svc` (each fails its
+/// first attempt on `flaky`) and returns when the retries arrived.
+async fn retry_times_of_a_herd<S>(svc: &S, flaky: &Flaky, n: u32) -> Vec<Duration>
+where
+    S: Service<u32, Response = String, Error = String> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let start = Instant::now();
+    let calls: Vec<_> = (0..n)
+        .map(|id| tokio::spawn(svc.clone().oneshot(id)))
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let arrivals = flaky.arrivals.lock().unwrap();
+    arrivals
+        .iter()
+        .map(|(_, t)| *t - start)
+        .filter(|t| !t.is_zero())
+        .collect()
+}
+
 fn backoff(jitter: Jitter, seed: u64) -> ExponentialBackoff {
     ExponentialBackoff::builder()
         .base(100 * MS)
@@ -193,21 +215,7 @@ async fn a_thousand_simultaneous_failures_come_back_spread_out() {
                 .build()
                 .unwrap(),
         );
-        let start = Instant::now();
-        let calls: Vec<_> = (0..1000)
-            .map(|id| tokio::spawn(svc.clone().oneshot(id)))
-            .collect();
-        for call in calls {
-            call.await.unwrap().unwrap();
-        }
-        let retries: Vec<Duration> = flaky
-            .arrivals
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, t)| *t - start)
-            .filter(|t| !t.is_zero())
-            .collect();
+        let retries = retry_times_of_a_herd(&svc, &flaky, 1000).await;
         assert_eq!(retries.len(), 1000);
         let spread =
             Spread::in_window(&retries, Duration::ZERO..Duration::from_secs(1) + MS, 20).unwrap();
@@ -655,21 +663,7 @@ async fn the_same_hint_to_many_callers_does_not_resynchronise_them() {
             .build()
             .unwrap(),
     );
-    let start = Instant::now();
-    let calls: Vec<_> = (0..500)
-        .map(|id| tokio::spawn(svc.clone().oneshot(id)))
-        .collect();
-    for call in calls {
-        call.await.unwrap().unwrap();
-    }
-    let retries: Vec<Duration> = flaky
-        .arrivals
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(_, t)| *t - start)
-        .filter(|t| !t.is_zero())
-        .collect();
+    let retries = retry_times_of_a_herd(&svc, &flaky, 500).await;
     assert!(
         retries.iter().all(|t| *t >= Duration::from_secs(1)),
         "the hint is honoured"
