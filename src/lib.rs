@@ -96,6 +96,7 @@ pub mod offset;
 pub mod retry;
 mod rng;
 pub mod telemetry;
+mod window;
 
 pub use crate::backoff::{ExponentialBackoff, Jitter};
 pub use crate::budget::{RatioBudget, RetryBudget, TokenBucket};

@@ -2,13 +2,11 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use super::{RetryBudget, Withdrawal};
 use crate::error::{ConfigError, check_f64};
+use crate::window::Window;
 
 /// One retry, in the budget's internal unit. A deposit is worth
 /// `ratio · UNIT`, so any ratio with six decimals is exact.
@@ -59,13 +57,9 @@ pub struct RatioBudget {
 }
 
 struct Inner {
-    start: Instant,
-    slot_nanos: u64,
+    /// Deposits (positive) and withdrawals (negative), in `UNIT`s of a retry.
+    window: Window,
     deposit: i64,
-    /// The newest slot generation seen; slot `g % SLOTS` holds generation `g`.
-    generation: AtomicU64,
-    /// Deposits (positive) and withdrawals (negative) per slot.
-    slots: [AtomicI64; SLOTS],
     /// Always there: `min_per_sec · ttl` retries.
     reserve: i64,
     ttl: Duration,
@@ -79,63 +73,19 @@ impl RatioBudget {
         RatioBudgetBuilder::default()
     }
 
-    /// Moves the window to now and returns the current generation.
-    fn now(&self) -> u64 {
-        let inner = &*self.inner;
-        let elapsed = Instant::now().saturating_duration_since(inner.start);
-        // u64 arithmetic: a u128 division costs as much as the rest of a deposit.
-        let nanos = elapsed
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(elapsed.subsec_nanos()));
-        let now = nanos / inner.slot_nanos;
-        let mut seen = inner.generation.load(Ordering::Acquire);
-        while now > seen {
-            match inner.generation.compare_exchange_weak(
-                seen,
-                now,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    // Generations seen+1..=now reuse slots whose entries have expired.
-                    let stale = (now - seen).min(SLOTS as u64);
-                    for g in now - stale + 1..=now {
-                        inner.slots[slot(g)].store(0, Ordering::Release);
-                    }
-                    break;
-                }
-                Err(actual) => seen = actual,
-            }
-        }
-        now
-    }
-
-    fn put(&self, generation: u64, amount: i64) {
-        self.inner.slots[slot(generation)].fetch_add(amount, Ordering::SeqCst);
-    }
-
     /// The reserve plus every live slot.
     fn available(&self) -> i64 {
-        let live: i64 = self
-            .inner
-            .slots
-            .iter()
-            .map(|s| s.load(Ordering::SeqCst))
-            .sum();
-        self.inner.reserve.saturating_add(live)
+        self.inner
+            .reserve
+            .saturating_add(self.inner.window.sum_signed())
     }
-}
-
-fn slot(generation: u64) -> usize {
-    (generation % SLOTS as u64) as usize
 }
 
 impl RetryBudget for RatioBudget {
     fn deposit(&self) {
         if self.inner.deposit != 0 {
-            let now = self.now();
-            self.put(now, self.inner.deposit);
+            let window = &self.inner.window;
+            window.add(window.now(), self.inner.deposit as u64);
         }
     }
 
@@ -145,31 +95,28 @@ impl RetryBudget for RatioBudget {
         // racing callers may both give back when only one could have had
         // it, but they can never both keep it: whichever reads the balance
         // last sees both withdrawals. No overdraw, no lock.
-        let now = self.now();
-        let taken = &self.inner.slots[slot(now)];
-        taken.fetch_sub(UNIT, Ordering::SeqCst);
+        let window = &self.inner.window;
+        let now = window.now();
+        window.add(now, UNIT.wrapping_neg() as u64);
         if self.available() >= 0 {
             Some(Withdrawal::new(UNIT as u64, now))
         } else {
-            taken.fetch_add(UNIT, Ordering::SeqCst);
+            window.add(now, UNIT as u64);
             None
         }
     }
 
     fn refund(&self, withdrawal: Withdrawal) {
-        let now = self.now();
         // Put it back into the slot it was taken from, unless that slot has
         // expired since: then the withdrawal no longer counts anyway.
-        if now < withdrawal.stamp().saturating_add(SLOTS as u64) {
-            self.put(
-                withdrawal.stamp(),
-                i64::try_from(withdrawal.units()).unwrap_or(UNIT),
-            );
+        let window = &self.inner.window;
+        if window.is_live(withdrawal.stamp(), window.now()) {
+            window.add(withdrawal.stamp(), withdrawal.units());
         }
     }
 
     fn balance(&self) -> f64 {
-        self.now();
+        self.inner.window.now();
         self.available() as f64 / UNIT as f64
     }
 }
@@ -241,12 +188,8 @@ impl RatioBudgetBuilder {
             / 1_000_000_000;
         Ok(RatioBudget {
             inner: Arc::new(Inner {
-                start: Instant::now(),
-                // ttl ≤ 60 s, so this fits easily.
-                slot_nanos: (self.ttl.as_nanos() / SLOTS as u128) as u64,
+                window: Window::new(self.ttl, SLOTS),
                 deposit: (ratio * UNIT as f64).round() as i64,
-                generation: AtomicU64::new(0),
-                slots: Default::default(),
                 reserve: i64::try_from(reserve).unwrap_or(i64::MAX),
                 ttl: self.ttl,
                 min_per_sec: self.min_per_sec,

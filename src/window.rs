@@ -1,0 +1,115 @@
+//! A trailing time window of counters, kept in slots on tokio's clock.
+//!
+//! The ratio budget, the circuit breaker and the adaptive throttle all ask
+//! "how many of X in the last T?". Each keeps a [`Window`]: `n` slots of
+//! `T / n`; slot `g % n` holds generation `g` (the `g`-th slot-width since
+//! the window was made). Moving to a new generation clears the slots it
+//! reuses, so an entry counts for between `T − T/n` and `T`.
+//!
+//! Every operation is a read of tokio's clock (so tests with paused time
+//! move the window) and a few atomic operations; no locks. A slot is a `u64`
+//! that callers use either as one signed counter ([`Window::add`] with a
+//! negative amount, [`Window::sum_signed`]) or as two 32-bit counters packed
+//! together ([`pair`], [`Window::sum_pairs`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Packs two counts into one slot increment: `high` in the upper 32 bits.
+pub(crate) const fn pair(high: u32, low: u32) -> u64 {
+    ((high as u64) << 32) | low as u64
+}
+
+#[derive(Debug)]
+pub(crate) struct Window {
+    start: Instant,
+    slot_nanos: u64,
+    /// The newest generation seen.
+    generation: AtomicU64,
+    slots: Box<[AtomicU64]>,
+}
+
+impl Window {
+    /// `slots` slots spanning `span`. Callers validate: `slots ≥ 1` and
+    /// `span / slots` at least a nanosecond.
+    pub(crate) fn new(span: Duration, slots: usize) -> Window {
+        let slot_nanos = u64::try_from(span.as_nanos() / slots as u128).unwrap_or(u64::MAX);
+        Window {
+            start: Instant::now(),
+            slot_nanos: slot_nanos.max(1),
+            generation: AtomicU64::new(0),
+            slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Moves the window to now, clearing expired slots; returns the
+    /// current generation.
+    pub(crate) fn now(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.start);
+        // u64 arithmetic: a u128 division costs as much as the rest of a deposit.
+        let nanos = elapsed
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(elapsed.subsec_nanos()));
+        let now = nanos / self.slot_nanos;
+        let mut seen = self.generation.load(Ordering::Acquire);
+        while now > seen {
+            match self.generation.compare_exchange_weak(
+                seen,
+                now,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    // Generations seen+1..=now reuse slots whose entries have expired.
+                    let stale = (now - seen).min(self.slots.len() as u64);
+                    for g in now - stale + 1..=now {
+                        self.slot(g).store(0, Ordering::Release);
+                    }
+                    break;
+                }
+                Err(actual) => seen = actual,
+            }
+        }
+        now
+    }
+
+    /// Whether entries made in `generation` still count.
+    pub(crate) fn is_live(&self, generation: u64, now: u64) -> bool {
+        now < generation.saturating_add(self.slots.len() as u64)
+    }
+
+    fn slot(&self, generation: u64) -> &AtomicU64 {
+        &self.slots[(generation % self.slots.len() as u64) as usize]
+    }
+
+    /// Adds `amount` (wrapping: a negative `i64` cast to `u64` subtracts)
+    /// to the slot of `generation`.
+    pub(crate) fn add(&self, generation: u64, amount: u64) {
+        self.slot(generation).fetch_add(amount, Ordering::SeqCst);
+    }
+
+    /// The sum of every slot read as one signed counter.
+    pub(crate) fn sum_signed(&self) -> i64 {
+        self.slots
+            .iter()
+            .fold(0u64, |sum, s| sum.wrapping_add(s.load(Ordering::SeqCst))) as i64
+    }
+
+    /// The sums of the two packed counters of every slot: `(high, low)`.
+    pub(crate) fn sum_pairs(&self) -> (u64, u64) {
+        self.slots.iter().fold((0, 0), |(high, low), s| {
+            let v = s.load(Ordering::SeqCst);
+            (high + (v >> 32), low + (v & u64::from(u32::MAX)))
+        })
+    }
+
+    /// Forgets everything.
+    pub(crate) fn clear(&self) {
+        for s in self.slots.iter() {
+            s.store(0, Ordering::Release);
+        }
+    }
+}
