@@ -2,8 +2,10 @@
 //! instant (one per failed request), and how their first retries spread:
 //! peak-to-mean of the first-retry times in 20 equal buckets between the
 //! earliest and the latest (1.0 is flat; 20 means all in one bucket).
-//! Every jitter kind of dephase, next to tower 0.5's `ExponentialBackoff`,
-//! whose maker hands every backoff a clone of one generator.
+//! Every jitter kind of dephase (first delays evenly spread, the default,
+//! and independent), 1000 separate backoffs (as 1000 processes would have),
+//! and tower 0.5's `ExponentialBackoff`, whose maker hands every backoff a
+//! clone of one generator.
 //!
 //! ```text
 //! cargo bench --bench decorrelation
@@ -35,18 +37,39 @@ fn main() {
     let base = Duration::from_millis(100);
     let mut rows: Vec<(String, Vec<Duration>)> = Vec::new();
 
-    for jitter in Jitter::ALL {
-        let backoff = ExponentialBackoff::builder()
-            .base(base)
-            .cap(Duration::from_secs(10))
-            .jitter(jitter)
-            .build()
-            .expect("valid");
-        let firsts = (0..SEQUENCES)
-            .map(|_| backoff.sequence().next_delay())
-            .collect();
-        rows.push((format!("dephase {jitter}"), firsts));
+    for even in [true, false] {
+        for jitter in Jitter::ALL {
+            if jitter == Jitter::None && !even {
+                continue;
+            }
+            let backoff = ExponentialBackoff::builder()
+                .base(base)
+                .cap(Duration::from_secs(10))
+                .jitter(jitter)
+                .evenly_spread(even)
+                .build()
+                .expect("valid");
+            let firsts = (0..SEQUENCES)
+                .map(|_| backoff.sequence().next_delay())
+                .collect();
+            let how = if even { "" } else { ", independent draws" };
+            rows.push((format!("dephase {jitter}{how}"), firsts));
+        }
     }
+    // 1000 processes, each with one failed request: every process has its
+    // own random start (here, its own seed), so only chance spreads them.
+    let firsts = (0..SEQUENCES as u64)
+        .map(|process| {
+            let own = ExponentialBackoff::builder()
+                .base(base)
+                .jitter(Jitter::Full)
+                .seed(process)
+                .build()
+                .expect("valid");
+            own.sequence().next_delay()
+        })
+        .collect();
+    rows.push(("dephase full, 1000 processes".to_string(), firsts));
 
     // tower: min 100 ms, jitter 1.0 (up to +100%), as a client would configure it.
     let firsts = runtime.block_on(async {
@@ -66,7 +89,7 @@ fn main() {
     let mut out = std::fs::File::create(&path).expect("create the output file");
     println!("{SEQUENCES} sequences started at once: their first retry times in {BUCKETS} buckets");
     println!(
-        "{:<40} {:>13} {:>9} {:>14}",
+        "{:<44} {:>13} {:>9} {:>14}",
         "backoff", "peak-to-mean", "distinct", "range"
     );
     for (name, firsts) in rows {
@@ -79,7 +102,7 @@ fn main() {
             firsts.iter().max().expect("some"),
         );
         println!(
-            "{name:<40} {:>13.2} {:>9} {:>6.0}-{:<6.0}ms",
+            "{name:<44} {:>13.2} {:>9} {:>6.0}-{:<6.0}ms",
             spread.peak_to_mean(),
             distinct.len(),
             lo.as_secs_f64() * 1000.0,

@@ -16,6 +16,10 @@
 //! is exactly `Jitter::Decorrelated` with `base' = base`. "None" is no
 //! backoff at all (an immediate re-read).
 //!
+//! The original draws every delay independently; so do the first five
+//! strategies here (`evenly_spread(false)`). The `+even` rows are dephase's
+//! default, where the clients' first delays are evenly spread.
+//!
 //! ```text
 //! cargo run --release --example jitter_table -- --clients 10 50 100 150 190 --runs 100 --seed 1
 //! ```
@@ -29,7 +33,18 @@ use dephase::backoff::{ExponentialBackoff, Jitter, Sequence};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
-const STRATEGIES: [&str; 5] = ["none", "exponential", "equal", "full", "decorrelated"];
+/// The original's strategies, with independent draws as it makes them, then
+/// dephase's default (first delays evenly spread across clients).
+const STRATEGIES: [&str; 8] = [
+    "none",
+    "exponential",
+    "equal",
+    "full",
+    "decorrelated",
+    "equal+even",
+    "full+even",
+    "decorrelated+even",
+];
 
 /// The original simulator's output for 100 clients (seed 1, 100 runs):
 /// (strategy, write calls, completion ms).
@@ -97,7 +112,11 @@ fn backoff(
     seed: u64,
 ) -> Result<Option<ExponentialBackoff>, dephase::ConfigError> {
     let ms = |v: f64| Duration::from_secs_f64(v / 1000.0);
-    let (jitter, base) = match strategy {
+    let (kind, even) = match strategy.split_once('+') {
+        Some((kind, _)) => (kind, true),
+        None => (strategy, false),
+    };
+    let (jitter, base) = match kind {
         "none" => return Ok(None),
         "exponential" => (Jitter::None, 2.0 * args.base_ms),
         "equal" => (Jitter::Equal, 2.0 * args.base_ms),
@@ -109,6 +128,7 @@ fn backoff(
         .cap(ms(args.cap_ms))
         .multiplier(2.0)
         .jitter(jitter)
+        .evenly_spread(even)
         .seed(seed)
         .build()
         .map(Some)
@@ -250,7 +270,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     (time / rt - 1.0) * 100.0
                 )
             });
-            println!("{clients:>8}  {strategy:<13} {calls:>12.0} {time:>16.0}{note}");
+            println!("{clients:>8}  {strategy:<18} {calls:>12.0} {time:>16.0}{note}");
             writeln!(
                 json,
                 "{}",

@@ -87,7 +87,13 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// The error type of layers that add a failure of their own (a breaker's
+/// rejection, a pace's overload): the inner service's error or the layer's,
+/// boxed, as in tower.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 pub mod backoff;
+pub mod breaker;
 pub mod budget;
 pub mod classify;
 mod error;
@@ -99,6 +105,7 @@ pub mod telemetry;
 mod window;
 
 pub use crate::backoff::{ExponentialBackoff, Jitter};
+pub use crate::breaker::{Breaker, CircuitBreaker, CircuitBreakerLayer};
 pub use crate::budget::{RatioBudget, RetryBudget, TokenBucket};
 pub use crate::classify::{Classify, Outcome};
 pub use crate::error::ConfigError;

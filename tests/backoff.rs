@@ -269,3 +269,42 @@ fn jitter_names_are_the_telemetry_values() {
     assert_eq!(names, ["none", "full", "equal", "decorrelated"]);
     assert_eq!(Jitter::default(), Jitter::Full);
 }
+
+/// Evenly spread first delays (the default) against independent ones:
+/// 1000 sequences, 20 buckets, over many seeds.
+#[test]
+fn first_delays_are_evenly_spread_unless_asked_not_to() {
+    let worst = |even: bool| {
+        (0..50u64)
+            .map(|seed| {
+                let b = ExponentialBackoff::builder()
+                    .jitter(Jitter::Full)
+                    .evenly_spread(even)
+                    .seed(seed)
+                    .build()
+                    .unwrap();
+                let firsts: Vec<Duration> = (0..1000).map(|_| b.sequence().next_delay()).collect();
+                dephase::measure::Spread::in_window(
+                    &firsts,
+                    Duration::ZERO..Duration::from_millis(100) + Duration::from_nanos(1),
+                    20,
+                )
+                .unwrap()
+                .peak_to_mean()
+            })
+            .fold(0.0, f64::max)
+    };
+    let (even, independent) = (worst(true), worst(false));
+    assert!(even <= 1.05, "evenly spread: worst peak-to-mean {even}");
+    assert!(
+        independent > 1.2,
+        "independent draws spread only as chance does: {independent}"
+    );
+    assert!(
+        !ExponentialBackoff::builder()
+            .evenly_spread(false)
+            .build()
+            .unwrap()
+            .is_evenly_spread()
+    );
+}

@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use rand::RngExt;
-
 use crate::rng::Stream;
 
 /// How a backoff delay is randomised.
@@ -76,15 +74,15 @@ pub(super) fn draw(
 ) -> u64 {
     match jitter {
         Jitter::None => d,
-        Jitter::Full => rng.random_range(0..=d),
+        Jitter::Full => rng.in_range(0, d),
         Jitter::Equal => {
             let half = d / 2;
             // `d - half` rather than `half`, so an odd `d` can still be reached.
-            half + rng.random_range(0..=d - half)
+            half + rng.in_range(0, d - half)
         }
         Jitter::Decorrelated => {
             let high = previous.saturating_mul(3).max(base);
-            rng.random_range(base..=high).min(cap)
+            rng.in_range(base, high).min(cap)
         }
     }
 }

@@ -28,6 +28,7 @@
 //! | layer | span fields | event |
 //! |---|---|---|
 //! | retry | [`RESEND_COUNT`], [`RETRY_DELAY_MS`] (total slept so far), [`JITTER`], [`BUDGET`], [`RETRY_REASON`] | one per planned retry, with the delay of that retry; one when the budget or the deadline stops retrying |
+//! | breaker | [`BREAKER_STATE`], [`BREAKER_RETRY_AFTER_MS`] (on rejection) | `INFO` on every transition (with [`BREAKER_OPEN_MS`] when it opens); `DEBUG` on every rejection |
 //! | offset | [`OFFSET_MS`], [`OFFSET_STRATEGY`] | one per [`Offset::record`](crate::offset::Offset::record) and per ticker tick |
 //!
 //! Events use the target `dephase::<module>` (for example `dephase::retry`)
@@ -52,6 +53,18 @@ pub const BUDGET: &str = "dephase.budget";
 /// retrying stops early (attempts, deadline, budget), an event says why.
 pub const RETRY_REASON: &str = "dephase.retry.reason";
 
+/// Breaker: the state (`closed`, `open`, `half_open`), set on every
+/// transition and on every rejection.
+pub const BREAKER_STATE: &str = "dephase.breaker.state";
+
+/// Breaker: on a rejection, how long until the breaker admits a call, in
+/// milliseconds. Float.
+pub const BREAKER_RETRY_AFTER_MS: &str = "dephase.breaker.retry_after_ms";
+
+/// Breaker: on the event of an opening, how long it stays open, in
+/// milliseconds. Float.
+pub const BREAKER_OPEN_MS: &str = "dephase.breaker.open_ms";
+
 /// Offset and pace: the offset applied, in milliseconds. Float.
 pub const OFFSET_MS: &str = "dephase.offset_ms";
 
@@ -65,6 +78,9 @@ pub const ALL_FIELDS: &[&str] = &[
     JITTER,
     BUDGET,
     RETRY_REASON,
+    BREAKER_STATE,
+    BREAKER_RETRY_AFTER_MS,
+    BREAKER_OPEN_MS,
     OFFSET_MS,
     OFFSET_STRATEGY,
 ];

@@ -1,0 +1,497 @@
+//! The breaker's state machine, shared by every clone of a [`Breaker`](super::Breaker).
+//!
+//! One `u64` holds the whole state: a tag (closed, open, half-open,
+//! isolated, forced closed), the half-open probe counts and an epoch that
+//! grows with every transition. Admission reads it; probe admission and
+//! every transition are a compare-and-swap on it, so exactly `K` probes get
+//! in however many callers race. The closed path never writes it: a call
+//! in the closed state is one load to admit, and one clock read plus one
+//! atomic add on the failure window to record. Transitions into the open
+//! state (rare) draw their jittered open time under a short lock.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{Level, Span};
+
+use super::error::Rejected;
+use crate::backoff::{ExponentialBackoff, Sequence};
+use crate::classify::Outcome;
+use crate::telemetry::{self, BREAKER_STATE};
+use crate::window::{Window, pair};
+
+/// Where a breaker is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Calls go through; outcomes are counted.
+    Closed,
+    /// Calls are rejected until the (jittered) open time has passed.
+    Open,
+    /// A bounded number of probe calls go through; the rest are rejected.
+    HalfOpen,
+    /// Forced open by an operator ([`Breaker::isolate`](super::Breaker::isolate)) until reset.
+    Isolated,
+    /// Forced closed by an operator ([`Breaker::force_closed`](super::Breaker::force_closed)):
+    /// every call goes through and nothing is counted, until reset.
+    ForcedClosed,
+}
+
+impl State {
+    /// The value recorded as `dephase.breaker.state`: `closed`, `open` or
+    /// `half_open` (isolated reads as `open`, forced closed as `closed`).
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            State::Closed | State::ForcedClosed => "closed",
+            State::Open | State::Isolated => "open",
+            State::HalfOpen => "half_open",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+            State::Isolated => "isolated",
+            State::ForcedClosed => "forced_closed",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+// ----- the packed state word -------------------------------------------
+
+const TAG_BITS: u32 = 3;
+const COUNT_BITS: u32 = 10;
+/// The most half-open probes a breaker can admit.
+pub(super) const MAX_PROBES: u32 = (1 << COUNT_BITS) - 1;
+const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+const SUCCEEDED_SHIFT: u32 = TAG_BITS;
+const ADMITTED_SHIFT: u32 = TAG_BITS + COUNT_BITS;
+const EPOCH_SHIFT: u32 = TAG_BITS + 2 * COUNT_BITS;
+const ONE_ADMITTED: u64 = 1 << ADMITTED_SHIFT;
+const ONE_SUCCEEDED: u64 = 1 << SUCCEEDED_SHIFT;
+
+const CLOSED: u64 = 0;
+const OPEN: u64 = 1;
+const HALF_OPEN: u64 = 2;
+const ISOLATED: u64 = 3;
+const FORCED_CLOSED: u64 = 4;
+
+fn pack(epoch: u64, tag: u64) -> u64 {
+    (epoch << EPOCH_SHIFT) | tag
+}
+fn tag(word: u64) -> u64 {
+    word & TAG_MASK
+}
+fn epoch(word: u64) -> u64 {
+    word >> EPOCH_SHIFT
+}
+fn admitted(word: u64) -> u32 {
+    ((word >> ADMITTED_SHIFT) & COUNT_MASK) as u32
+}
+fn succeeded(word: u64) -> u32 {
+    ((word >> SUCCEEDED_SHIFT) & COUNT_MASK) as u32
+}
+fn state_of(word: u64) -> State {
+    match tag(word) {
+        CLOSED => State::Closed,
+        OPEN => State::Open,
+        HALF_OPEN => State::HalfOpen,
+        ISOLATED => State::Isolated,
+        _ => State::ForcedClosed,
+    }
+}
+
+// ----- configuration -----------------------------------------------------
+
+/// What trips a closed breaker.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Trip {
+    /// `failures / calls ≥ threshold` over the window, once `calls ≥ minimum_calls`.
+    FailureRate {
+        threshold: f64,
+        minimum_calls: u32,
+        window: Duration,
+        buckets: u32,
+    },
+    /// `n` failures in a row.
+    Consecutive(u32),
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Config {
+    pub(super) trip: Trip,
+    pub(super) slow_call: Option<Duration>,
+    pub(super) open_time: ExponentialBackoff,
+    pub(super) probes: u32,
+}
+
+// ----- the core ------------------------------------------------------------
+
+pub(super) struct Core {
+    config: Config,
+    start: Instant,
+    word: AtomicU64,
+    /// When the current opening ends, in nanoseconds since `start`.
+    open_until: AtomicU64,
+    window: Option<Window>,
+    consecutive: AtomicU32,
+    /// The open-time sequence of the current run of openings; transitions
+    /// into the open state hold this lock.
+    openings: Mutex<Sequence>,
+}
+
+impl Core {
+    pub(super) fn new(config: Config) -> Core {
+        let window = match config.trip {
+            Trip::FailureRate {
+                window, buckets, ..
+            } => Some(Window::new(window, buckets as usize)),
+            Trip::Consecutive(_) => None,
+        };
+        Core {
+            start: Instant::now(),
+            word: AtomicU64::new(pack(0, CLOSED)),
+            open_until: AtomicU64::new(0),
+            window,
+            consecutive: AtomicU32::new(0),
+            openings: Mutex::new(config.open_time.sequence()),
+            config,
+        }
+    }
+
+    fn elapsed_nanos(&self) -> u64 {
+        let elapsed = Instant::now().saturating_duration_since(self.start);
+        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn lock_openings(&self) -> MutexGuard<'_, Sequence> {
+        // A panic elsewhere cannot leave a `Sequence` half-updated.
+        self.openings.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn state(&self) -> State {
+        state_of(self.word.load(Ordering::Acquire))
+    }
+
+    /// How long until an open breaker will admit a probe.
+    pub(super) fn retry_after(&self) -> Option<Duration> {
+        let word = self.word.load(Ordering::Acquire);
+        match tag(word) {
+            OPEN => Some(self.open_remaining()),
+            HALF_OPEN => Some(self.half_open_retry_after()),
+            _ => None,
+        }
+    }
+
+    fn open_remaining(&self) -> Duration {
+        let until = self.open_until.load(Ordering::Acquire);
+        Duration::from_nanos(until.saturating_sub(self.elapsed_nanos()))
+    }
+
+    /// A caller turned away while the probes are out is told to come back
+    /// after the base open time: by then the probes have either closed the
+    /// breaker or opened it again for longer.
+    fn half_open_retry_after(&self) -> Duration {
+        self.config.open_time.base()
+    }
+
+    /// Admits a call or says why not.
+    pub(super) fn acquire(self: &Arc<Self>) -> Result<Permit, Rejected> {
+        loop {
+            let word = self.word.load(Ordering::Acquire);
+            match tag(word) {
+                CLOSED | FORCED_CLOSED => return Ok(Permit::new(self, epoch(word), false)),
+                ISOLATED => return Err(Rejected::new(State::Isolated, None)),
+                OPEN => {
+                    let remaining = self.open_remaining();
+                    if !remaining.is_zero() {
+                        return Err(Rejected::new(State::Open, Some(remaining)));
+                    }
+                    // The open time is over: this caller is the first probe.
+                    let next = pack(epoch(word) + 1, HALF_OPEN) + ONE_ADMITTED;
+                    if self.swap_word(word, next) {
+                        self.announce(word, next, None);
+                        return Ok(Permit::new(self, epoch(next), true));
+                    }
+                }
+                _ => {
+                    // Half-open.
+                    if admitted(word) >= self.config.probes {
+                        return Err(Rejected::new(
+                            State::HalfOpen,
+                            Some(self.half_open_retry_after()),
+                        ));
+                    }
+                    if self.swap_word(word, word + ONE_ADMITTED) {
+                        return Ok(Permit::new(self, epoch(word), true));
+                    }
+                }
+            }
+        }
+    }
+
+    fn swap_word(&self, current: u64, next: u64) -> bool {
+        self.word
+            .compare_exchange(current, next, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Books the outcome of an admitted call.
+    fn record(&self, permit_epoch: u64, probe: bool, failure: bool) {
+        if probe {
+            self.record_probe(permit_epoch, failure);
+        } else {
+            self.record_closed(permit_epoch, failure);
+        }
+    }
+
+    fn record_closed(&self, permit_epoch: u64, failure: bool) {
+        let word = self.word.load(Ordering::Acquire);
+        if tag(word) != CLOSED || epoch(word) != permit_epoch {
+            return; // admitted before a transition (or forced closed): does not count
+        }
+        let trip = match self.config.trip {
+            Trip::Consecutive(n) => {
+                if failure {
+                    self.consecutive.fetch_add(1, Ordering::AcqRel) + 1 >= n
+                } else {
+                    if self.consecutive.load(Ordering::Relaxed) != 0 {
+                        self.consecutive.store(0, Ordering::Relaxed);
+                    }
+                    false
+                }
+            }
+            Trip::FailureRate {
+                threshold,
+                minimum_calls,
+                ..
+            } => {
+                let window = self
+                    .window
+                    .as_ref()
+                    .expect("a failure-rate breaker has a window");
+                window.add(window.now(), pair(1, u32::from(failure)));
+                if failure {
+                    let (calls, failures) = window.sum_pairs();
+                    calls >= u64::from(minimum_calls) && failures as f64 >= threshold * calls as f64
+                } else {
+                    false
+                }
+            }
+        };
+        if trip {
+            self.open(word);
+        }
+    }
+
+    fn record_probe(&self, permit_epoch: u64, failure: bool) {
+        loop {
+            let word = self.word.load(Ordering::Acquire);
+            if tag(word) != HALF_OPEN || epoch(word) != permit_epoch {
+                return; // the half-open round this probe belonged to is over
+            }
+            let done = if failure {
+                self.open(word)
+            } else if succeeded(word) + 1 >= self.config.probes {
+                self.close(word)
+            } else {
+                self.swap_word(word, word + ONE_SUCCEEDED)
+            };
+            if done {
+                return;
+            }
+        }
+    }
+
+    /// A probe that ends without an outcome (its caller went away) gives its place back.
+    fn release_probe(&self, permit_epoch: u64) {
+        loop {
+            let word = self.word.load(Ordering::Acquire);
+            if tag(word) != HALF_OPEN || epoch(word) != permit_epoch || admitted(word) == 0 {
+                return;
+            }
+            if self.swap_word(word, word - ONE_ADMITTED) {
+                return;
+            }
+        }
+    }
+
+    /// Opens the breaker from `expected` (closed or half-open) for the next
+    /// jittered open time. `false` if the state moved meanwhile.
+    fn open(&self, expected: u64) -> bool {
+        let mut openings = self.lock_openings();
+        if self.word.load(Ordering::Acquire) != expected {
+            return false;
+        }
+        let open_for = openings.next_delay();
+        let until = self
+            .elapsed_nanos()
+            .saturating_add(u64::try_from(open_for.as_nanos()).unwrap_or(u64::MAX));
+        self.open_until.store(until, Ordering::Release);
+        let next = pack(epoch(expected) + 1, OPEN);
+        let moved = self.swap_word(expected, next);
+        drop(openings);
+        if moved {
+            self.announce(expected, next, Some(open_for));
+        }
+        moved
+    }
+
+    /// Closes the breaker from half-open after its probes succeeded.
+    fn close(&self, expected: u64) -> bool {
+        let mut openings = self.lock_openings();
+        if self.word.load(Ordering::Acquire) != expected {
+            return false;
+        }
+        self.forget_counts();
+        *openings = self.config.open_time.sequence();
+        let next = pack(epoch(expected) + 1, CLOSED);
+        let moved = self.swap_word(expected, next);
+        drop(openings);
+        if moved {
+            self.announce(expected, next, None);
+        }
+        moved
+    }
+
+    fn forget_counts(&self) {
+        if let Some(window) = &self.window {
+            window.clear();
+        }
+        self.consecutive.store(0, Ordering::Relaxed);
+    }
+
+    /// An operator moves the breaker to `target` (isolated, forced closed,
+    /// or closed for a reset).
+    pub(super) fn force(&self, target: State) {
+        let tag = match target {
+            State::Isolated => ISOLATED,
+            State::ForcedClosed => FORCED_CLOSED,
+            _ => CLOSED,
+        };
+        let mut openings = self.lock_openings();
+        self.forget_counts();
+        *openings = self.config.open_time.sequence();
+        let mut word = self.word.load(Ordering::Acquire);
+        loop {
+            let next = pack(epoch(word) + 1, tag);
+            match self
+                .word
+                .compare_exchange(word, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    drop(openings);
+                    self.announce(word, next, None);
+                    return;
+                }
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// Tells the world about a transition: an event, and the current span's field.
+    fn announce(&self, from: u64, to: u64, open_for: Option<Duration>) {
+        let (from, to) = (state_of(from), state_of(to));
+        Span::current().record(BREAKER_STATE, to.as_str());
+        match open_for {
+            Some(open_for) => tracing::event!(
+                target: "dephase::breaker",
+                Level::INFO,
+                dephase.breaker.state = to.as_str(),
+                from = from.name(),
+                to = to.name(),
+                dephase.breaker.open_ms = telemetry::millis(open_for),
+                "circuit breaker opened"
+            ),
+            None => tracing::event!(
+                target: "dephase::breaker",
+                Level::INFO,
+                dephase.breaker.state = to.as_str(),
+                from = from.name(),
+                to = to.name(),
+                "circuit breaker state changed"
+            ),
+        }
+    }
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let word = self.word.load(Ordering::Acquire);
+        f.debug_struct("Breaker")
+            .field("state", &state_of(word))
+            .field("epoch", &epoch(word))
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The right to make one call through a breaker; book its outcome with
+/// [`record`](Permit::record).
+///
+/// A permit dropped without an outcome (the caller went away) books
+/// nothing, and a half-open probe's place is given back for another caller.
+pub struct Permit {
+    core: Arc<Core>,
+    epoch: u64,
+    probe: bool,
+    started: Option<Instant>,
+    recorded: bool,
+}
+
+impl Permit {
+    fn new(core: &Arc<Core>, epoch: u64, probe: bool) -> Permit {
+        Permit {
+            started: core.config.slow_call.map(|_| Instant::now()),
+            core: Arc::clone(core),
+            epoch,
+            probe,
+            recorded: false,
+        }
+    }
+
+    /// Whether this call is one of the half-open probes.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// Books the call's outcome. A call slower than the breaker's slow-call
+    /// duration counts as a failure whatever its outcome.
+    pub fn record(mut self, outcome: Outcome) {
+        let slow = match (self.core.config.slow_call, self.started) {
+            (Some(limit), Some(started)) => started.elapsed() > limit,
+            _ => false,
+        };
+        self.recorded = true;
+        self.core
+            .record(self.epoch, self.probe, outcome.is_failure() || slow);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if self.probe && !self.recorded {
+            self.core.release_probe(self.epoch);
+        }
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("probe", &self.probe)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
