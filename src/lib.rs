@@ -99,9 +99,11 @@ pub mod classify;
 mod error;
 pub mod measure;
 pub mod offset;
+pub mod pace;
 pub mod retry;
 mod rng;
 pub mod telemetry;
+pub mod throttle;
 mod window;
 
 pub use crate::backoff::{ExponentialBackoff, Jitter};

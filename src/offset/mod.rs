@@ -204,10 +204,7 @@ impl Offset {
     /// Call it where the offset is applied, for example just before
     /// sleeping for it.
     pub fn record(&self) {
-        let millis = telemetry::millis(self.duration);
-        let span = tracing::Span::current();
-        span.record(telemetry::OFFSET_MS, millis);
-        span.record(telemetry::OFFSET_STRATEGY, self.strategy.as_str());
+        let millis = record_on_span(self.duration, self.strategy.as_str());
         tracing::event!(
             target: "dephase::offset",
             Level::DEBUG,
@@ -216,6 +213,16 @@ impl Offset {
             "offset applied"
         );
     }
+}
+
+/// Records an applied offset on the current span (`dephase.offset_ms`,
+/// `dephase.offset.strategy`); returns it in milliseconds.
+pub(crate) fn record_on_span(offset: Duration, strategy: &'static str) -> f64 {
+    let millis = telemetry::millis(offset);
+    let span = tracing::Span::current();
+    span.record(telemetry::OFFSET_MS, millis);
+    span.record(telemetry::OFFSET_STRATEGY, strategy);
+    millis
 }
 
 fn window_nanos(window: Duration) -> Result<u128, ConfigError> {

@@ -30,6 +30,8 @@
 //! | retry | [`RESEND_COUNT`], [`RETRY_DELAY_MS`] (total slept so far), [`JITTER`], [`BUDGET`], [`RETRY_REASON`] | one per planned retry, with the delay of that retry; one when the budget or the deadline stops retrying |
 //! | breaker | [`BREAKER_STATE`], [`BREAKER_RETRY_AFTER_MS`] (on rejection) | `INFO` on every transition (with [`BREAKER_OPEN_MS`] when it opens); `DEBUG` on every rejection |
 //! | offset | [`OFFSET_MS`], [`OFFSET_STRATEGY`] | one per [`Offset::record`](crate::offset::Offset::record) and per ticker tick |
+//! | throttle | [`THROTTLE_PROBABILITY`] (on a local rejection) | `DEBUG` on every local rejection |
+//! | pace | [`OFFSET_MS`] (the wait applied), [`OFFSET_STRATEGY`] = `pace` | one per caller that had to wait |
 //!
 //! Events use the target `dephase::<module>` (for example `dephase::retry`)
 //! at `DEBUG` level, so `RUST_LOG=dephase=debug` shows them.
@@ -65,10 +67,14 @@ pub const BREAKER_RETRY_AFTER_MS: &str = "dephase.breaker.retry_after_ms";
 /// milliseconds. Float.
 pub const BREAKER_OPEN_MS: &str = "dephase.breaker.open_ms";
 
+/// Throttle: on a local rejection, the rejection probability at that moment. Float.
+pub const THROTTLE_PROBABILITY: &str = "dephase.throttle.probability";
+
 /// Offset and pace: the offset applied, in milliseconds. Float.
 pub const OFFSET_MS: &str = "dephase.offset_ms";
 
-/// Offset and pace: how the offset was chosen (`hash`, `index`, `random`).
+/// Offset and pace: how the offset was chosen (`hash`, `index`, `random`),
+/// or `pace` for the wait a pacer applied.
 pub const OFFSET_STRATEGY: &str = "dephase.offset.strategy";
 
 /// Every field name above, for subscribers or tests that want the full list.
@@ -81,6 +87,7 @@ pub const ALL_FIELDS: &[&str] = &[
     BREAKER_STATE,
     BREAKER_RETRY_AFTER_MS,
     BREAKER_OPEN_MS,
+    THROTTLE_PROBABILITY,
     OFFSET_MS,
     OFFSET_STRATEGY,
 ];

@@ -88,7 +88,16 @@ impl Captured {
     }
 }
 
-struct Capture(Arc<Captured>);
+/// Routes everything to the [`Captured`] of the current thread, if any.
+struct Capture;
+
+thread_local! {
+    static CURRENT: std::cell::RefCell<Option<Arc<Captured>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn current() -> Option<Arc<Captured>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
 
 struct Visitor<'a>(&'a mut Fields);
 
@@ -120,9 +129,10 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, _ctx: Context<'_, S>) {
+        let Some(captured) = current() else { return };
         let mut fields = Fields::new();
         attrs.record(&mut Visitor(&mut fields));
-        self.0
+        captured
             .spans
             .lock()
             .unwrap()
@@ -130,15 +140,17 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
-        if let Some((_, fields)) = self.0.spans.lock().unwrap().get_mut(&id.into_u64()) {
+        let Some(captured) = current() else { return };
+        if let Some((_, fields)) = captured.spans.lock().unwrap().get_mut(&id.into_u64()) {
             values.record(&mut Visitor(fields));
         }
     }
 
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let Some(captured) = current() else { return };
         let mut fields = Fields::new();
         event.record(&mut Visitor(&mut fields));
-        self.0
+        captured
             .events
             .lock()
             .unwrap()
@@ -146,12 +158,30 @@ where
     }
 }
 
-/// Installs a capturing subscriber on this thread until the guard is dropped.
-pub fn capture() -> (Arc<Captured>, tracing::subscriber::DefaultGuard) {
+/// Stops capturing on this thread when dropped.
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.borrow_mut().take());
+    }
+}
+
+/// Captures this thread's spans and events until the guard is dropped.
+///
+/// The subscriber is installed once, globally, and routes by thread: a
+/// thread-local default subscriber would race with `tracing`'s callsite
+/// interest cache when tests run in parallel (an event first seen by a
+/// thread without a subscriber can stay disabled for the others).
+pub fn capture() -> (Arc<Captured>, CaptureGuard) {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Capture))
+            .expect("no other global subscriber in the tests");
+    });
     let captured = Arc::new(Captured::default());
-    let subscriber = tracing_subscriber::registry().with(Capture(captured.clone()));
-    let guard = tracing::subscriber::set_default(subscriber);
-    (captured, guard)
+    CURRENT.with(|c| *c.borrow_mut() = Some(captured.clone()));
+    (captured, CaptureGuard(()))
 }
 
 /// A proptest configuration with a fixed seed: the cases are random-looking
