@@ -5,9 +5,11 @@
 //! grows with every transition. Admission reads it; probe admission and
 //! every transition are a compare-and-swap on it, so exactly `K` probes get
 //! in however many callers race. The closed path never writes it: a call
-//! in the closed state is one load to admit, and one clock read plus one
-//! atomic add on the failure window to record. Transitions into the open
-//! state (rare) draw their jittered open time under a short lock.
+//! in the closed state is one load to admit; to record, a success is one
+//! atomic add (successes are placed in the time window sixteen at a time,
+//! so most never read the clock), a failure a clock read, two atomic adds
+//! and a sum of the window. Transitions into the open state (rare) draw
+//! their jittered open time under a short lock.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -81,6 +83,9 @@ const EPOCH_SHIFT: u32 = TAG_BITS + 2 * COUNT_BITS;
 const ONE_ADMITTED: u64 = 1 << ADMITTED_SHIFT;
 const ONE_SUCCEEDED: u64 = 1 << SUCCEEDED_SHIFT;
 
+/// Successes are placed in the failure window in batches of this many.
+const PLACE_EVERY: u64 = 16;
+
 const CLOSED: u64 = 0;
 const OPEN: u64 = 1;
 const HALF_OPEN: u64 = 2;
@@ -145,6 +150,8 @@ pub(super) struct Core {
     /// When the current opening ends, in nanoseconds since `start`.
     open_until: AtomicU64,
     window: Option<Window>,
+    /// Successes not yet placed in the window (see `record_closed`).
+    pending_successes: AtomicU64,
     consecutive: AtomicU32,
     /// The open-time sequence of the current run of openings; transitions
     /// into the open state hold this lock.
@@ -164,6 +171,7 @@ impl Core {
             word: AtomicU64::new(pack(0, CLOSED)),
             open_until: AtomicU64::new(0),
             window,
+            pending_successes: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
             openings: Mutex::new(config.open_time.sequence()),
             config,
@@ -207,11 +215,25 @@ impl Core {
     }
 
     /// Admits a call or says why not.
-    pub(super) fn acquire(self: &Arc<Self>) -> Result<Permit, Rejected> {
+    #[inline]
+    pub(super) fn admit(&self) -> Result<Ticket, Rejected> {
+        // The closed path, inlined into callers; everything else out of line.
+        let word = self.word.load(Ordering::Acquire);
+        if tag(word) == CLOSED && self.config.slow_call.is_none() {
+            return Ok(Ticket {
+                round: epoch(word) << 1,
+                started: 0,
+            });
+        }
+        self.admit_slow()
+    }
+
+    #[inline(never)]
+    fn admit_slow(&self) -> Result<Ticket, Rejected> {
         loop {
             let word = self.word.load(Ordering::Acquire);
             match tag(word) {
-                CLOSED | FORCED_CLOSED => return Ok(Permit::new(self, epoch(word), false)),
+                CLOSED | FORCED_CLOSED => return Ok(self.ticket(epoch(word), false)),
                 ISOLATED => return Err(Rejected::new(State::Isolated, None)),
                 OPEN => {
                     let remaining = self.open_remaining();
@@ -222,7 +244,7 @@ impl Core {
                     let next = pack(epoch(word) + 1, HALF_OPEN) + ONE_ADMITTED;
                     if self.swap_word(word, next) {
                         self.announce(word, next, None);
-                        return Ok(Permit::new(self, epoch(next), true));
+                        return Ok(self.ticket(epoch(next), true));
                     }
                 }
                 _ => {
@@ -234,10 +256,52 @@ impl Core {
                         ));
                     }
                     if self.swap_word(word, word + ONE_ADMITTED) {
-                        return Ok(Permit::new(self, epoch(word), true));
+                        return Ok(self.ticket(epoch(word), true));
                     }
                 }
             }
+        }
+    }
+
+    fn ticket(&self, epoch: u64, probe: bool) -> Ticket {
+        Ticket {
+            round: epoch << 1 | u64::from(probe),
+            // Nanoseconds since the breaker's start, plus one; 0 is "not timed".
+            started: if self.config.slow_call.is_some() {
+                self.elapsed_nanos().saturating_add(1)
+            } else {
+                0
+            },
+        }
+    }
+
+    /// Books the outcome of an admitted call. A call slower than the
+    /// slow-call limit counts as a failure whatever its outcome.
+    #[inline]
+    pub(super) fn finish(&self, ticket: &Ticket, outcome: Outcome) {
+        if !ticket.probe() && ticket.started == 0 && !outcome.is_failure() {
+            self.record_closed(ticket.epoch(), false);
+            return;
+        }
+        self.finish_slow(ticket, outcome);
+    }
+
+    #[inline(never)]
+    fn finish_slow(&self, ticket: &Ticket, outcome: Outcome) {
+        let slow = match self.config.slow_call {
+            Some(limit) if ticket.started != 0 => {
+                let took = self.elapsed_nanos().saturating_sub(ticket.started - 1);
+                Duration::from_nanos(took) > limit
+            }
+            _ => false,
+        };
+        self.record(ticket.epoch(), ticket.probe(), outcome.is_failure() || slow);
+    }
+
+    /// An admitted call ends without an outcome: a probe gives its place back.
+    pub(super) fn abandon(&self, ticket: &Ticket) {
+        if ticket.probe() {
+            self.release_probe(ticket.epoch());
         }
     }
 
@@ -256,6 +320,7 @@ impl Core {
         }
     }
 
+    #[inline]
     fn record_closed(&self, permit_epoch: u64, failure: bool) {
         let word = self.word.load(Ordering::Acquire);
         if tag(word) != CLOSED || epoch(word) != permit_epoch {
@@ -281,17 +346,36 @@ impl Core {
                     .window
                     .as_ref()
                     .expect("a failure-rate breaker has a window");
-                window.add(window.now(), pair(1, u32::from(failure)));
                 if failure {
+                    let now = window.now();
+                    self.place_pending(window, now);
+                    window.add(now, pair(1, 1));
                     let (calls, failures) = window.sum_pairs();
+                    let calls = calls + self.pending_successes.load(Ordering::Acquire);
                     calls >= u64::from(minimum_calls) && failures as f64 >= threshold * calls as f64
                 } else {
+                    // A success cannot trip the breaker, so it need not read
+                    // the clock: successes are counted here and placed in the
+                    // window every `PLACE_EVERY`-th success, or at the next
+                    // failure, in the bucket of that moment.
+                    let pending = self.pending_successes.fetch_add(1, Ordering::AcqRel) + 1;
+                    if pending % PLACE_EVERY == 0 {
+                        self.place_pending(window, window.now());
+                    }
                     false
                 }
             }
         };
         if trip {
             self.open(word);
+        }
+    }
+
+    /// Moves the pending successes into the window, in the bucket of `now`.
+    fn place_pending(&self, window: &Window, now: u64) {
+        let pending = self.pending_successes.swap(0, Ordering::AcqRel);
+        if pending != 0 {
+            window.add(now, pair(u32::try_from(pending).unwrap_or(u32::MAX), 0));
         }
     }
 
@@ -369,6 +453,7 @@ impl Core {
         if let Some(window) = &self.window {
             window.clear();
         }
+        self.pending_successes.store(0, Ordering::Relaxed);
         self.consecutive.store(0, Ordering::Relaxed);
     }
 
@@ -437,6 +522,26 @@ impl fmt::Debug for Core {
     }
 }
 
+/// An admitted call: its round (epoch), whether it is a probe, and when it started.
+#[derive(Debug)]
+pub(super) struct Ticket {
+    /// The epoch it was admitted in, shifted left, with the probe flag in bit 0.
+    /// (Two plain words: a ticket is moved around on the closed path, and
+    /// mixed-size fields there cost store-forwarding stalls.)
+    round: u64,
+    started: u64,
+}
+
+impl Ticket {
+    fn epoch(&self) -> u64 {
+        self.round >> 1
+    }
+
+    fn probe(&self) -> bool {
+        self.round & 1 == 1
+    }
+}
+
 /// The right to make one call through a breaker; book its outcome with
 /// [`record`](Permit::record).
 ///
@@ -444,45 +549,39 @@ impl fmt::Debug for Core {
 /// nothing, and a half-open probe's place is given back for another caller.
 pub struct Permit {
     core: Arc<Core>,
-    epoch: u64,
-    probe: bool,
-    started: Option<Instant>,
+    ticket: Ticket,
     recorded: bool,
 }
 
 impl Permit {
-    fn new(core: &Arc<Core>, epoch: u64, probe: bool) -> Permit {
+    #[inline]
+    pub(super) fn new(core: &Arc<Core>, ticket: Ticket) -> Permit {
         Permit {
-            started: core.config.slow_call.map(|_| Instant::now()),
             core: Arc::clone(core),
-            epoch,
-            probe,
+            ticket,
             recorded: false,
         }
     }
 
     /// Whether this call is one of the half-open probes.
     pub fn is_probe(&self) -> bool {
-        self.probe
+        self.ticket.probe()
     }
 
     /// Books the call's outcome. A call slower than the breaker's slow-call
     /// duration counts as a failure whatever its outcome.
+    #[inline]
     pub fn record(mut self, outcome: Outcome) {
-        let slow = match (self.core.config.slow_call, self.started) {
-            (Some(limit), Some(started)) => started.elapsed() > limit,
-            _ => false,
-        };
         self.recorded = true;
-        self.core
-            .record(self.epoch, self.probe, outcome.is_failure() || slow);
+        self.core.finish(&self.ticket, outcome);
     }
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
-        if self.probe && !self.recorded {
-            self.core.release_probe(self.epoch);
+        if !self.recorded {
+            self.core.abandon(&self.ticket);
         }
     }
 }
@@ -490,8 +589,22 @@ impl Drop for Permit {
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
-            .field("probe", &self.probe)
-            .field("epoch", &self.epoch)
+            .field("ticket", &self.ticket)
             .finish_non_exhaustive()
+    }
+}
+
+/// A call made through [`Breaker::call_with`](super::Breaker::call_with):
+/// abandoned if the call panics.
+pub(super) struct Guard<'a> {
+    pub(super) core: &'a Core,
+    pub(super) ticket: Option<Ticket>,
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.core.abandon(&ticket);
+        }
     }
 }
