@@ -73,10 +73,10 @@ fn inner() -> impl Service<
 /// The contenders, each a closure that makes one guarded call; `make` is
 /// called once per thread (a tower service is cloned per thread, sharing
 /// its breaker).
-fn contenders() -> Vec<(
-    &'static str,
-    Box<dyn Fn() -> Box<dyn FnMut(u64) + Send> + Sync>,
-)> {
+/// Makes, once per thread, a closure that makes one guarded call.
+type Contender = Box<dyn Fn() -> Box<dyn FnMut(u64) + Send> + Sync>;
+
+fn contenders() -> Vec<(&'static str, Contender)> {
     let ours = CircuitBreakerLayer::new(Breaker::builder().build().unwrap()).layer(inner());
     let breaker = Breaker::builder().build().unwrap();
     let resilience = tower_resilience_circuitbreaker::CircuitBreakerLayer::builder()
