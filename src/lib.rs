@@ -25,13 +25,15 @@
 //! | [`offset`] | deterministic offsets (`SipHash-2-4(key) mod window`, `i · window / n`, per-process splay) and a staggered periodic [`Ticker`] |
 //! | [`budget`] | retry budgets shared by every clone: a [`TokenBucket`] (AWS standard mode, gRPC A6) and a [`RatioBudget`] (Finagle, exact) |
 //! | [`retry`] | the [`Retry`] layer: classify → budget → jittered backoff (a server's `Retry-After` is a floor, with the jitter on top) → re-send, with max attempts and a deadline |
+//! | [`breaker`] | a circuit breaker: failure rate over time buckets or consecutive failures, a jittered open time that grows with each re-opening, exactly `K` half-open probes, operator controls, one breaker per key |
+//! | [`pace`] | admission that waits instead of rejecting: callers released first come first served at a governor quota's rate, with jitter, up to a maximum wait |
+//! | [`throttle`] | adaptive client-side throttling (Google SRE): shed locally in proportion to what the backend refuses |
 //! | [`classify`] | the one [`Classify`] trait that tells every layer what a result means |
 //! | [`measure`] | spread statistics (peak per bucket, peak-to-mean, standard deviation, max concurrency) to prove that dephasing works |
 //! | [`telemetry`] | the names of the span fields and events every layer records |
 //!
-//! Not here yet (planned): a circuit breaker with jittered open time, request
-//! coalescing, a cache with probabilistic early refresh, pacing, adaptive
-//! throttling, HTTP classification and OpenTelemetry metrics.
+//! Not here yet (planned): request coalescing, a cache with probabilistic
+//! early refresh, HTTP classification and OpenTelemetry metrics.
 //!
 //! # Example
 //!
@@ -112,7 +114,9 @@ pub use crate::budget::{RatioBudget, RetryBudget, TokenBucket};
 pub use crate::classify::{Classify, Outcome};
 pub use crate::error::ConfigError;
 pub use crate::offset::{Offset, Ticker};
+pub use crate::pace::{Pace, PaceLayer, Pacer};
 pub use crate::retry::{Retry, RetryLayer, RetryPolicy};
+pub use crate::throttle::{Throttle, ThrottleLayer, Throttler};
 
 /// The README's code blocks, compiled (and run) as doctests so they stay true.
 #[cfg(doctest)]
