@@ -98,6 +98,7 @@ pub mod backoff;
 pub mod breaker;
 pub mod budget;
 pub mod classify;
+pub mod coalesce;
 mod error;
 pub mod measure;
 pub mod offset;

@@ -30,6 +30,7 @@
 //! | retry | [`RESEND_COUNT`], [`RETRY_DELAY_MS`] (total slept so far), [`JITTER`], [`BUDGET`], [`RETRY_REASON`] | one per planned retry, with the delay of that retry; one when the budget or the deadline stops retrying |
 //! | breaker | [`BREAKER_STATE`], [`BREAKER_RETRY_AFTER_MS`] (on rejection) | `INFO` on every transition (with [`BREAKER_OPEN_MS`] when it opens); `DEBUG` on every rejection |
 //! | offset | [`OFFSET_MS`], [`OFFSET_STRATEGY`] | one per [`Offset::record`](crate::offset::Offset::record) and per ticker tick |
+//! | coalesce | [`COALESCE_ROLE`], [`COALESCE_WAITERS`] | `DEBUG` when a coalesced call finishes |
 //! | throttle | [`THROTTLE_PROBABILITY`] (on a local rejection) | `DEBUG` on every local rejection |
 //! | pace | [`OFFSET_MS`] (the wait applied), [`OFFSET_STRATEGY`] = `pace` | one per caller that had to wait |
 //!
@@ -67,6 +68,13 @@ pub const BREAKER_RETRY_AFTER_MS: &str = "dephase.breaker.retry_after_ms";
 /// milliseconds. Float.
 pub const BREAKER_OPEN_MS: &str = "dephase.breaker.open_ms";
 
+/// Coalesce: `leader` (this caller made the call) or `follower` (it shared
+/// another caller's).
+pub const COALESCE_ROLE: &str = "dephase.coalesce.role";
+
+/// Coalesce: how many callers shared the call (recorded when it finishes). Integer.
+pub const COALESCE_WAITERS: &str = "dephase.coalesce.waiters";
+
 /// Throttle: on a local rejection, the rejection probability at that moment. Float.
 pub const THROTTLE_PROBABILITY: &str = "dephase.throttle.probability";
 
@@ -88,6 +96,8 @@ pub const ALL_FIELDS: &[&str] = &[
     BREAKER_RETRY_AFTER_MS,
     BREAKER_OPEN_MS,
     THROTTLE_PROBABILITY,
+    COALESCE_ROLE,
+    COALESCE_WAITERS,
     OFFSET_MS,
     OFFSET_STRATEGY,
 ];

@@ -194,3 +194,12 @@ pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
         ..proptest::test_runner::Config::default()
     }
 }
+
+/// Runs `future` on the paused clock, failing (not hanging) if it takes more
+/// than an hour of simulated time: a waiter that is never woken fails the
+/// test instead of stalling CI.
+pub async fn bounded<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(3600), future)
+        .await
+        .expect("hung: still pending after an hour of (paused) time")
+}
