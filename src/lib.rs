@@ -97,6 +97,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
+pub mod cache;
 pub mod classify;
 pub mod coalesce;
 mod error;

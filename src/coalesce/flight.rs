@@ -21,7 +21,7 @@ use crate::BoxError;
 
 /// The call a flight makes, boxed: it is stored in the shared flight and
 /// polled by whichever waiter drives, so its type is erased.
-pub(crate) type Call<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+pub(crate) type Call<T> = Pin<Box<dyn Future<Output = Outcome<T>> + Send>>;
 
 /// What every waiter of a flight gets.
 pub(crate) type Outcome<T> = Result<T, Arc<BoxError>>;
@@ -268,7 +268,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Waiter<K, T> {
                 state.call = Some(call);
                 return Poll::Pending;
             }
-            Ok(Poll::Ready(result)) => result.map_err(Arc::new),
+            Ok(Poll::Ready(result)) => result,
             Err(payload) => {
                 let error: BoxError = Box::new(Panicked::from_payload(payload));
                 Err(Arc::new(error))

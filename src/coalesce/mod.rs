@@ -82,7 +82,7 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-pub(crate) use self::flight::{Call, Joined, Table};
+pub(crate) use self::flight::{Call, Joined, Table, Waiter};
 pub use self::future::ResponseFuture;
 pub use self::layer::CoalesceLayer;
 use crate::BoxError;
@@ -206,7 +206,8 @@ where
             Joined::Follower(waiter) => ResponseFuture::shared(waiter),
             Joined::Leader(starter) => {
                 let future = self.inner.call(request);
-                let call: Call<T> = Box::pin(async move { future.await.map_err(Into::into) });
+                let call: Call<T> =
+                    Box::pin(async move { future.await.map_err(|e| Arc::new(e.into())) });
                 ResponseFuture::shared(starter.start(call))
             }
         }

@@ -31,6 +31,7 @@
 //! | breaker | [`BREAKER_STATE`], [`BREAKER_RETRY_AFTER_MS`] (on rejection) | `INFO` on every transition (with [`BREAKER_OPEN_MS`] when it opens); `DEBUG` on every rejection |
 //! | offset | [`OFFSET_MS`], [`OFFSET_STRATEGY`] | one per [`Offset::record`](crate::offset::Offset::record) and per ticker tick |
 //! | coalesce | [`COALESCE_ROLE`], [`COALESCE_WAITERS`] | `DEBUG` when a coalesced call finishes |
+//! | cache | [`CACHE_RESULT`], [`CACHE_EXPIRES_IN_MS`] (on a hit), [`CACHE_TTL_OFFSET_MS`] (on a load) | `TRACE` per lookup |
 //! | throttle | [`THROTTLE_PROBABILITY`] (on a local rejection) | `DEBUG` on every local rejection |
 //! | pace | [`OFFSET_MS`] (the wait applied), [`OFFSET_STRATEGY`] = `pace` | one per caller that had to wait |
 //!
@@ -75,6 +76,16 @@ pub const COALESCE_ROLE: &str = "dephase.coalesce.role";
 /// Coalesce: how many callers shared the call (recorded when it finishes). Integer.
 pub const COALESCE_WAITERS: &str = "dephase.coalesce.waiters";
 
+/// Cache: what happened to the request: `hit`, `miss`, `early_refresh`
+/// (a hit that also started a background refresh) or `stale`.
+pub const CACHE_RESULT: &str = "dephase.cache.result";
+
+/// Cache: on a hit, how long until the entry expires, in milliseconds. Float.
+pub const CACHE_EXPIRES_IN_MS: &str = "dephase.cache.expires_in_ms";
+
+/// Cache: on a load, the TTL jitter added to the new entry, in milliseconds. Float.
+pub const CACHE_TTL_OFFSET_MS: &str = "dephase.cache.ttl_offset_ms";
+
 /// Throttle: on a local rejection, the rejection probability at that moment. Float.
 pub const THROTTLE_PROBABILITY: &str = "dephase.throttle.probability";
 
@@ -98,6 +109,9 @@ pub const ALL_FIELDS: &[&str] = &[
     THROTTLE_PROBABILITY,
     COALESCE_ROLE,
     COALESCE_WAITERS,
+    CACHE_RESULT,
+    CACHE_EXPIRES_IN_MS,
+    CACHE_TTL_OFFSET_MS,
     OFFSET_MS,
     OFFSET_STRATEGY,
 ];
