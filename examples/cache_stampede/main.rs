@@ -49,7 +49,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         duration: Duration::from_secs_f64(arg("--seconds", 60.0)?),
         seed: arg("--seed", 1.0)? as u64,
     };
-    if scenario.rate.is_nan() || scenario.rate <= 0.0 || scenario.ttl.is_zero() || scenario.duration.is_zero() {
+    if scenario.rate.is_nan()
+        || scenario.rate <= 0.0
+        || scenario.ttl.is_zero()
+        || scenario.duration.is_zero()
+    {
         return Err("--rate, --ttl-ms and --seconds must be positive".into());
     }
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -11,31 +11,36 @@ use crate::BoxError;
 use crate::offset::{Offset, siphash24};
 
 /// One cached value with what XFetch needs: how long it took to compute.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Entry<T> {
     /// The value, or (with a negative TTL) the error, shared.
     pub(super) value: Result<T, Arc<BoxError>>,
     /// Δ: how long the computation took.
     pub(super) delta: Duration,
     pub(super) expires: Instant,
-    /// How long moka keeps the entry at all (real time).
-    pub(super) evict_after: Duration,
 }
 
 /// Whether to refresh now, ahead of expiry (XFetch: Vattani, Chierichetti
 /// and Lowenstein, VLDB 2015): `now − Δ·β·ln(U) ≥ expiry` with `U` uniform
-/// in (0, 1]. `fraction` is a uniform fraction of 2⁶⁴.
+/// in (0, 1]. `fraction` draws `U` (a uniform fraction of 2⁶⁴); it is only
+/// called when the answer is not already certain.
 pub(super) fn refresh_early(
     now: Instant,
     delta: Duration,
     beta: f64,
     expires: Instant,
-    fraction: u64,
+    fraction: impl FnOnce() -> u64,
 ) -> bool {
-    let u = (fraction as f64 + 1.0) / 2f64.powi(64); // (0, 1]
-    let gap = delta.as_secs_f64() * beta * -u.ln();
-    let until_expiry = expires.saturating_duration_since(now).as_secs_f64();
-    gap >= until_expiry
+    // The condition is U ≤ exp(−r / (Δβ)) with r the time left. Far from
+    // expiry that probability is below what a 64-bit draw can express, so
+    // most hits decide without a logarithm or a random draw.
+    let scale = delta.as_secs_f64() * beta;
+    let left = expires.saturating_duration_since(now).as_secs_f64();
+    if scale == 0.0 || left > 45.0 * scale {
+        return false;
+    }
+    let u = (fraction() as f64 + 1.0) / 2f64.powi(64); // (0, 1]
+    scale * -u.ln() >= left
 }
 
 /// How entries' TTLs are spread so that entries written together do not

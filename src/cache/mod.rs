@@ -127,7 +127,9 @@ pub struct Store<K, T> {
 }
 
 struct StoreShared<K, T> {
-    entries: moka::sync::Cache<K, Arc<Entry<T>>>,
+    // Entries by value: a hit clones the value anyway, and an `Arc` around
+    // each entry would cost two atomic operations per hit.
+    entries: moka::sync::Cache<K, Entry<T>>,
     loads: Arc<Table<K, T>>,
     config: Config,
     rng: RngSource,
@@ -228,22 +230,12 @@ fn store<K, T>(
     K: Hash + Eq + Clone + Send + Sync + 'static,
     T: Clone + Send + Sync + 'static,
 {
-    let stale = if value.is_ok() {
-        shared
-            .config
-            .stale_while_revalidate
-            .max(shared.config.stale_if_error)
-    } else {
-        Duration::ZERO
-    };
-    let expires = now + life;
     let entry = Entry {
         value,
         delta,
-        expires,
-        evict_after: life.saturating_add(stale),
+        expires: now + life,
     };
-    shared.entries.insert(key, Arc::new(entry));
+    shared.entries.insert(key, entry);
 }
 
 impl<K, T> Clone for Store<K, T> {
@@ -364,9 +356,12 @@ where
             stale_if_error: self.stale_if_error,
             negative_ttl: self.negative_ttl,
         };
+        // No moka expiry policy: freshness is judged on tokio's clock at
+        // every lookup, a stale entry is replaced by its next load, and the
+        // capacity bounds memory. (A per-entry moka expiry roughly doubles
+        // the cost of a hit.)
         let entries = moka::sync::Cache::builder()
             .max_capacity(self.max_capacity)
-            .expire_after(Evict)
             .build();
         Ok(Store {
             shared: Arc::new(StoreShared {
@@ -386,20 +381,6 @@ impl<K, T> fmt::Debug for StoreBuilder<K, T> {
             .field("ttl", &self.ttl)
             .field("beta", &self.beta)
             .finish_non_exhaustive()
-    }
-}
-
-/// moka's eviction: an entry goes once it is past even its stale bound.
-struct Evict;
-
-impl<K, T> moka::Expiry<K, Arc<Entry<T>>> for Evict {
-    fn expire_after_create(
-        &self,
-        _: &K,
-        entry: &Arc<Entry<T>>,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(entry.evict_after)
     }
 }
 
@@ -484,13 +465,9 @@ where
                 let expires_in = Some(entry.expires - now);
                 let early = config.xfetch
                     && entry.value.is_ok()
-                    && refresh_early(
-                        now,
-                        entry.delta,
-                        config.beta,
-                        entry.expires,
-                        self.rng.fraction(),
-                    );
+                    && refresh_early(now, entry.delta, config.beta, entry.expires, || {
+                        self.rng.fraction()
+                    });
                 if early && self.refresh_in_background(key, request) {
                     return ResponseFuture::answered(answer(), "early_refresh", expires_in);
                 }

@@ -50,7 +50,9 @@ struct State<T> {
     /// No more waiters may join: the flight finished or was cancelled.
     closed: bool,
     driver: Option<u64>,
-    waiters: Vec<(u64, Waker)>,
+    /// The wakers of waiting callers, indexed by waiter id (ids are handed
+    /// out in order, so this is a dense table: registering is O(1)).
+    waiters: Vec<Option<Waker>>,
     /// Waiters that have not gone away.
     interested: usize,
     /// Every caller that joined, for telemetry.
@@ -154,9 +156,19 @@ impl<T> State<T> {
     }
 
     fn register(&mut self, id: u64, waker: &Waker) {
-        match self.waiters.iter_mut().find(|(w, _)| *w == id) {
-            Some((_, known)) => known.clone_from(waker),
-            None => self.waiters.push((id, waker.clone())),
+        let id = id as usize;
+        if self.waiters.len() <= id {
+            self.waiters.resize(id + 1, None);
+        }
+        match &mut self.waiters[id] {
+            Some(known) => known.clone_from(waker),
+            slot => *slot = Some(waker.clone()),
+        }
+    }
+
+    fn forget_waiter(&mut self, id: u64) {
+        if let Some(slot) = self.waiters.get_mut(id as usize) {
+            *slot = None;
         }
     }
 }
@@ -169,7 +181,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Flight<K, T> {
         state.call = None;
         std::mem::take(&mut state.waiters)
             .into_iter()
-            .map(|(_, w)| w)
+            .flatten()
             .collect()
     }
 
@@ -300,7 +312,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Drop for Waiter<K, T> {
         let flight = &self.flight;
         let mut state = lock(&flight.state);
         state.interested -= 1;
-        state.waiters.retain(|(w, _)| *w != self.id);
+        state.forget_waiter(self.id);
         if state.done.is_some() {
             return;
         }
@@ -316,7 +328,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Drop for Waiter<K, T> {
         if state.driver == Some(self.id) {
             // Hand the driving to a waiter that is still there.
             state.driver = None;
-            let next = state.waiters.first().map(|(_, w)| w.clone());
+            let next = state.waiters.iter().flatten().next().cloned();
             drop(state);
             if let Some(waker) = next {
                 waker.wake();
