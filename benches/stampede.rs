@@ -113,6 +113,9 @@ fn gated_service(
 #[derive(Debug, Clone)]
 struct Never;
 
+/// Given the gate, makes a function that makes one caller's future.
+type MakeCaller = dyn Fn(Gate) -> Box<dyn Fn() -> Pin<Box<dyn Future<Output = u64> + Send>>>;
+
 fn ten_thousand_waiters(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -124,11 +127,7 @@ fn ten_thousand_waiters(c: &mut Criterion) {
         .throughput(Throughput::Elements(WAITERS as u64));
     let polls_per_waiter = std::sync::Mutex::new(Vec::new());
 
-    let mut run = |name: &'static str,
-                   make: &dyn Fn(
-        Gate,
-    )
-        -> Box<dyn Fn() -> Pin<Box<dyn Future<Output = u64> + Send>>>| {
+    let mut run = |name: &'static str, make: &MakeCaller| {
         let mut total_polls = 0;
         let mut herds = 0;
         group.bench_function(name, |b| {
