@@ -28,12 +28,14 @@
 //! | [`breaker`] | a circuit breaker: failure rate over time buckets or consecutive failures, a jittered open time that grows with each re-opening, exactly `K` half-open probes, operator controls, one breaker per key |
 //! | [`pace`] | admission that waits instead of rejecting: callers released first come first served at a governor quota's rate, with jitter, up to a maximum wait |
 //! | [`throttle`] | adaptive client-side throttling (Google SRE): shed locally in proportion to what the backend refuses |
+//! | [`coalesce`] | request coalescing (singleflight): one call per key in flight, its result to every concurrent caller; no spinning waiters, cancel- and panic-safe |
+//! | [`cache`] | a cache on a bounded moka store: XFetch early refresh in the background, TTL jitter, coalesced misses, stale-while-revalidate and stale-if-error |
 //! | [`classify`] | the one [`Classify`] trait that tells every layer what a result means |
 //! | [`measure`] | spread statistics (peak per bucket, peak-to-mean, standard deviation, max concurrency) to prove that dephasing works |
 //! | [`telemetry`] | the names of the span fields and events every layer records |
 //!
-//! Not here yet (planned): request coalescing, a cache with probabilistic
-//! early refresh, HTTP classification and OpenTelemetry metrics.
+//! Not here yet (planned): HTTP classification (`Retry-After` parsing,
+//! idempotency, replayable bodies) and OpenTelemetry metrics.
 //!
 //! # Example
 //!
@@ -112,6 +114,8 @@ mod window;
 
 pub use crate::backoff::{ExponentialBackoff, Jitter};
 pub use crate::breaker::{Breaker, CircuitBreaker, CircuitBreakerLayer};
+pub use crate::cache::{Cache, CacheLayer, Store};
+pub use crate::coalesce::{Coalesce, CoalesceLayer};
 pub use crate::budget::{RatioBudget, RetryBudget, TokenBucket};
 pub use crate::classify::{Classify, Outcome};
 pub use crate::error::ConfigError;
