@@ -114,10 +114,10 @@ mod window;
 
 pub use crate::backoff::{ExponentialBackoff, Jitter};
 pub use crate::breaker::{Breaker, CircuitBreaker, CircuitBreakerLayer};
-pub use crate::cache::{Cache, CacheLayer, Store};
-pub use crate::coalesce::{Coalesce, CoalesceLayer};
 pub use crate::budget::{RatioBudget, RetryBudget, TokenBucket};
+pub use crate::cache::{Cache, CacheLayer, Store};
 pub use crate::classify::{Classify, Outcome};
+pub use crate::coalesce::{Coalesce, CoalesceLayer};
 pub use crate::error::ConfigError;
 pub use crate::offset::{Offset, Ticker};
 pub use crate::pace::{Pace, PaceLayer, Pacer};
