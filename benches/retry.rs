@@ -6,9 +6,7 @@
 //! cargo bench --bench retry
 //! ```
 
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -20,15 +18,6 @@ use tower::Service;
 use tower::retry::budget::{Budget as _, TpsBudget};
 
 mod support;
-
-/// Polls a future that is expected to be ready at once.
-fn now<F: Future>(future: F) -> F::Output {
-    let mut cx = Context::from_waker(Waker::noop());
-    match pin!(future).poll(&mut cx) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("the benchmarked future was not ready"),
-    }
-}
 
 fn ready<S: Service<u64>>(service: &mut S) {
     let mut cx = Context::from_waker(Waker::noop());
@@ -108,7 +97,7 @@ fn bench_service<S>(
         b.iter(|| {
             i += 1;
             ready(&mut service);
-            black_box(now(service.call(black_box(i)))).unwrap()
+            black_box(support::now(service.call(black_box(i)))).unwrap()
         })
     });
 }

@@ -17,10 +17,10 @@
 use std::future::Future;
 use std::hint::black_box;
 use std::io::Write;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
@@ -213,15 +213,6 @@ fn ten_thousand_waiters(c: &mut Criterion) {
     }
 }
 
-/// Polls a future that should be ready at once.
-fn now<F: Future>(future: F) -> F::Output {
-    let mut cx = Context::from_waker(Waker::noop());
-    match pin!(future).poll(&mut cx) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("not ready"),
-    }
-}
-
 fn uncontended(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -237,7 +228,7 @@ fn uncontended(c: &mut Criterion) {
         let mut k = 0u32;
         b.iter(|| {
             k = k.wrapping_add(1);
-            now(ours.call(black_box(k))).unwrap()
+            support::now(ours.call(black_box(k))).unwrap()
         })
     });
     let cache: moka::future::Cache<u32, u64> = moka::future::Cache::new(10_000);
@@ -286,7 +277,7 @@ fn cache_hit(c: &mut Criterion) {
         let mut k = 0u32;
         b.iter(|| {
             k = (k + 1) % 100;
-            now(ours.call(black_box(k))).unwrap()
+            support::now(ours.call(black_box(k))).unwrap()
         })
     });
     let sync: moka::sync::Cache<u32, u64> = moka::sync::Cache::new(10_000);
@@ -306,7 +297,7 @@ fn cache_hit(c: &mut Criterion) {
         let mut k = 0u32;
         b.iter(|| {
             k = (k + 1) % 100;
-            now(future.get(&black_box(k))).unwrap()
+            support::now(future.get(&black_box(k))).unwrap()
         })
     });
     group.finish();

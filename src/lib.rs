@@ -96,6 +96,28 @@
 /// boxed, as in tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// `get_ref`, `get_mut` and `into_inner` for a middleware whose inner
+/// service is its field `inner`, of type `S` (every service here has them,
+/// as in tower).
+macro_rules! inner_accessors {
+    () => {
+        /// The inner service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// The inner service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// Unwraps the inner service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+}
+
 pub mod backoff;
 pub mod breaker;
 pub mod budget;

@@ -27,6 +27,21 @@ fn recording(
     })
 }
 
+/// Sends `n` callers through `pacer` at once; returns when each was released.
+async fn release_times(pacer: Pacer, n: u32) -> Vec<Duration> {
+    let recorder = Recorder::new();
+    let service = ServiceBuilder::new()
+        .layer(PaceLayer::new(pacer))
+        .service(recording(recorder.clone()));
+    let callers: Vec<_> = (0..n)
+        .map(|i| tokio::spawn(service.clone().oneshot(i)))
+        .collect();
+    for c in callers {
+        support::bounded(c).await.unwrap().unwrap();
+    }
+    recorder.times()
+}
+
 /// 1000 callers at t = 0 with a quota of 100 per second are released over
 /// about ten seconds, evenly.
 #[tokio::test(start_paused = true)]
@@ -37,17 +52,7 @@ async fn a_burst_is_released_in_slices() {
         .seed(1)
         .build()
         .unwrap();
-    let recorder = Recorder::new();
-    let service = ServiceBuilder::new()
-        .layer(PaceLayer::new(pacer))
-        .service(recording(recorder.clone()));
-    let callers: Vec<_> = (0..1000)
-        .map(|i| tokio::spawn(service.clone().oneshot(i)))
-        .collect();
-    for c in callers {
-        c.await.unwrap().unwrap();
-    }
-    let times = recorder.times();
+    let times = release_times(pacer, 1000).await;
     assert_eq!(times.len(), 1000);
     let last = *times.last().unwrap();
     assert!(
@@ -132,18 +137,8 @@ async fn a_burst_allowance_goes_at_once() {
         .jitter(Duration::ZERO)
         .build()
         .unwrap();
-    let recorder = Recorder::new();
-    let service = ServiceBuilder::new()
-        .layer(PaceLayer::new(pacer))
-        .service(recording(recorder.clone()));
-    let callers: Vec<_> = (0..8)
-        .map(|i| tokio::spawn(service.clone().oneshot(i)))
-        .collect();
-    for c in callers {
-        c.await.unwrap().unwrap();
-    }
     let ms = Duration::from_millis;
-    let times: Vec<Duration> = recorder.times();
+    let times = release_times(pacer, 8).await;
     assert_eq!(
         times,
         [ms(0), ms(0), ms(0), ms(0), ms(0), ms(100), ms(200), ms(300)]
@@ -219,17 +214,7 @@ async fn jitter_is_bounded_and_only_for_callers_that_wait() {
         .seed(9)
         .build()
         .unwrap();
-    let recorder = Recorder::new();
-    let service = ServiceBuilder::new()
-        .layer(PaceLayer::new(pacer))
-        .service(recording(recorder.clone()));
-    let callers: Vec<_> = (0..50)
-        .map(|i| tokio::spawn(service.clone().oneshot(i)))
-        .collect();
-    for c in callers {
-        c.await.unwrap().unwrap();
-    }
-    let times = recorder.times();
+    let times = release_times(pacer, 50).await;
     assert_eq!(
         times[0],
         Duration::ZERO,

@@ -53,3 +53,12 @@ pub fn report(file: &str, pairs: &[(&str, &str, &str, &str)]) {
     }
     println!("wrote {}", path.display());
 }
+
+/// Polls a future that is expected to be ready at once.
+pub fn now<F: std::future::Future>(future: F) -> F::Output {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(future).poll(&mut cx) {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => panic!("the benchmarked future was not ready"),
+    }
+}

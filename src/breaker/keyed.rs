@@ -232,20 +232,7 @@ impl<S, K, F, C> KeyedCircuitBreaker<S, K, F, C> {
         &self.breakers
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_accessors!();
 }
 
 impl<S, K, F, C, Req> Service<Req> for KeyedCircuitBreaker<S, K, F, C>

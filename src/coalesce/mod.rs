@@ -165,20 +165,7 @@ impl<S, F, K: Hash + Eq + Clone, T: Clone> Coalesce<S, F, K, T> {
         &self.coalescer
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_accessors!();
 }
 
 impl<S, F, K, T, Req> Service<Req> for Coalesce<S, F, K, T>

@@ -117,20 +117,7 @@ impl<S, C, K, B> Retry<S, C, K, B> {
         &self.policy
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    inner_accessors!();
 }
 
 impl<S, C, K, B, Req> Service<Req> for Retry<S, C, K, B>
