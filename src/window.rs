@@ -29,6 +29,8 @@ pub(crate) struct Window {
     /// The newest generation seen.
     generation: AtomicU64,
     slots: Box<[AtomicU64]>,
+    /// `slots.len() - 1` when that is a power of two: a mask instead of a division.
+    mask: Option<u64>,
 }
 
 impl Window {
@@ -41,6 +43,7 @@ impl Window {
             slot_nanos: slot_nanos.max(1),
             generation: AtomicU64::new(0),
             slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            mask: slots.is_power_of_two().then(|| slots as u64 - 1),
         }
     }
 
@@ -82,7 +85,11 @@ impl Window {
     }
 
     fn slot(&self, generation: u64) -> &AtomicU64 {
-        &self.slots[(generation % self.slots.len() as u64) as usize]
+        let index = match self.mask {
+            Some(mask) => generation & mask,
+            None => generation % self.slots.len() as u64,
+        };
+        &self.slots[index as usize]
     }
 
     /// Adds `amount` (wrapping: a negative `i64` cast to `u64` subtracts)

@@ -144,7 +144,7 @@ async fn ratio_budget_is_exact_where_tower_rounds() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn entries_expire_between_nine_tenths_of_the_ttl_and_the_ttl() {
+async fn entries_expire_between_fifteen_sixteenths_of_the_ttl_and_the_ttl() {
     let budget = RatioBudget::builder()
         .ttl(Duration::from_secs(1))
         .min_per_sec(0)
@@ -157,12 +157,20 @@ async fn entries_expire_between_nine_tenths_of_the_ttl_and_the_ttl() {
     tokio::time::advance(Duration::from_millis(101)).await;
     assert_eq!(budget.balance(), 0.0);
 
-    // A deposit late in a slot expires as that slot is reused.
-    tokio::time::advance(Duration::from_millis(99)).await; // 1.099 s: slot 10
+    // A deposit late in a slot (16 slots of 62.5 ms) expires as that slot
+    // is reused, 15/16 of the ttl later.
+    tokio::time::advance(Duration::from_micros(1_124_000 - 1_000_000)).await; // 1.124 s: slot 17
     budget.deposit();
-    tokio::time::advance(Duration::from_millis(900)).await; // 1.999 s
-    assert_eq!(budget.balance(), 1.0);
-    tokio::time::advance(Duration::from_millis(1)).await; // 2.0 s: slot 20 reuses it
+    tokio::time::advance(Duration::from_micros(2_124_000 - 1_124_000)).await; // 2.124 s: slot 33 starts at 2.0625
+    assert_eq!(budget.balance(), 0.0, "expired after 0.9385 s");
+    budget.deposit(); // 2.124 s, slot 33
+    tokio::time::advance(Duration::from_micros(3_124_999 - 2_124_000)).await; // slot 49 starts at 3.0625
+    assert_eq!(budget.balance(), 0.0);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    budget.deposit(); // 4.124999 s, slot 65 (4.0625..4.125)
+    tokio::time::advance(Duration::from_micros(5_062_499 - 4_124_999)).await; // still slot 80
+    assert_eq!(budget.balance(), 1.0, "alive for 15 slots");
+    tokio::time::advance(Duration::from_micros(1)).await; // 5.0625 s: slot 81 reuses it
     assert_eq!(budget.balance(), 0.0);
 
     // A long pause expires everything at once.
@@ -411,15 +419,15 @@ proptest! {
     fn ratio_budget_matches_its_model(ops in proptest::collection::vec(op(), 0..200)) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
         runtime.block_on(async {
-            // ttl 1 s = 10 slots of 100 ms; reserve 2 retries; each request 0.25 of a retry.
+            // ttl 1 s = 16 slots of 62.5 ms; reserve 2 retries; each request 0.25 of a retry.
             let budget = RatioBudget::builder().ttl(Duration::from_secs(1)).min_per_sec(2).ratio(0.25).build().unwrap();
             let start = tokio::time::Instant::now();
-            let slot = |now: tokio::time::Instant| (now - start).as_millis() as i64 / 100;
+            let slot = |now: tokio::time::Instant| ((now - start).as_nanos() / 62_500_000) as i64;
             // Entries in quarter-retries, by slot.
             let mut entries: Vec<(i64, i64)> = Vec::new();
             let mut held: Vec<(Withdrawal, i64)> = Vec::new();
             let live = |entries: &Vec<(i64, i64)>, now: i64| -> i64 {
-                8 + entries.iter().filter(|(s, _)| now - s < 10).map(|(_, v)| v).sum::<i64>()
+                8 + entries.iter().filter(|(s, _)| now - s < 16).map(|(_, v)| v).sum::<i64>()
             };
             for op in ops {
                 let now = slot(tokio::time::Instant::now());
@@ -433,7 +441,7 @@ proptest! {
                     }
                     Op::Refund => if let Some((w, taken)) = held.pop() {
                         budget.refund(w);
-                        if now - taken < 10 { entries.push((taken, 4)); }
+                        if now - taken < 16 { entries.push((taken, 4)); }
                     },
                     Op::Success => budget.on_success(held.pop().map(|(w, _)| w)),
                     Op::Failure => budget.on_failure(),

@@ -12,8 +12,9 @@ use crate::window::Window;
 /// `ratio · UNIT`, so any ratio with six decimals is exact.
 const UNIT: i64 = 1_000_000;
 
-/// The window is kept as this many time slots.
-const SLOTS: usize = 10;
+/// The window is kept as this many time slots (a power of two, so the slot
+/// of a generation is a mask, not a division).
+const SLOTS: usize = 16;
 
 /// A retry budget of "`ratio` of the requests of the last `ttl`, plus
 /// `min_per_sec` retries per second", shared by all its clones.
@@ -22,8 +23,8 @@ const SLOTS: usize = 10;
 /// deposits `ratio` of a retry, each retry withdraws one, and a reserve of
 /// `min_per_sec · ttl` retries is always there so that low-traffic clients
 /// can still retry. Deposits and withdrawals count for one `ttl`: the window
-/// is kept in 10 slots of `ttl / 10`, so an entry expires between `0.9 · ttl`
-/// and `ttl` after it was made.
+/// is kept in 16 slots of `ttl / 16`, so an entry expires between
+/// `15/16 · ttl` and `ttl` after it was made.
 ///
 /// The arithmetic is exact to a millionth of a retry: with `ratio = 0.6`,
 /// 5 requests allow exactly 3 retries (tower's `TpsBudget` rounds the cost of
