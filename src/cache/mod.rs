@@ -179,14 +179,13 @@ where
 
     /// The call for a load of `key`: awaits `future`, measures `Δ`, and
     /// stores the value (or, with a negative TTL, the error).
-    fn load_call<F, E>(&self, key: K, future: F) -> Call<T>
+    /// `fraction` (a uniform fraction of 2⁶⁴) draws the new entry's TTL jitter.
+    fn load_call<F, E>(&self, key: K, future: F, fraction: u64) -> Call<T>
     where
         F: std::future::Future<Output = Result<T, E>> + Send + 'static,
         E: Into<BoxError>,
     {
         let shared = Arc::clone(&self.shared);
-        // The jitter of this entry is drawn now, from a stream of its own.
-        let fraction = shared.rng.stream().independent().fraction();
         Box::pin(async move {
             let started = Instant::now();
             let result = future.await;
@@ -482,7 +481,9 @@ where
         match shared.loads.join(key.clone()) {
             Joined::Follower(waiter) => ResponseFuture::load(waiter, stale),
             Joined::Leader(starter) => {
-                let call = self.store.load_call(key, self.inner.call(request));
+                let call = self
+                    .store
+                    .load_call(key, self.inner.call(request), self.rng.fraction());
                 ResponseFuture::load(starter.start(call), stale)
             }
         }
@@ -505,21 +506,17 @@ where
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return false;
         };
-        if self.store.shared.loads.contains(&key) {
-            return false;
-        }
-        match self.store.shared.loads.join(key.clone()) {
-            // Someone started one in the meantime: dropping our place leaves it running.
-            Joined::Follower(_) => false,
-            Joined::Leader(starter) => {
-                let call = self.store.load_call(key, self.inner.call(request));
-                let mut waiter = starter.start(call);
-                runtime.spawn(async move {
-                    let _ = std::future::poll_fn(|cx| waiter.poll(cx)).await;
-                });
-                true
-            }
-        }
+        let Some(starter) = self.store.shared.loads.lead(key.clone()) else {
+            return false; // a load of this key is already running
+        };
+        let call = self
+            .store
+            .load_call(key, self.inner.call(request), self.rng.fraction());
+        let mut waiter = starter.start(call);
+        runtime.spawn(async move {
+            let _ = std::future::poll_fn(|cx| waiter.poll(cx)).await;
+        });
+        true
     }
 }
 

@@ -97,6 +97,24 @@ impl<K: Hash + Eq + Clone, T: Clone> Table<K, T> {
                 return Joined::Follower(Waiter::new(Arc::clone(flight), id, false));
             }
         }
+        Joined::Leader(self.start_flight(&mut shard, key))
+    }
+
+    /// Starts a flight for `key` only if none is in progress (a background
+    /// refresh that nobody waits for): `None` leaves the running one alone.
+    pub(crate) fn lead(self: &Arc<Self>, key: K) -> Option<Starter<K, T>> {
+        let mut shard = lock(self.shard(&key));
+        if shard.get(&key).is_some_and(|f| !lock(&f.state).closed) {
+            return None;
+        }
+        Some(self.start_flight(&mut shard, key))
+    }
+
+    fn start_flight(
+        self: &Arc<Self>,
+        shard: &mut HashMap<K, Arc<Flight<K, T>>>,
+        key: K,
+    ) -> Starter<K, T> {
         let flight = Arc::new(Flight {
             key: key.clone(),
             table: Arc::downgrade(self),
@@ -113,9 +131,9 @@ impl<K: Hash + Eq + Clone, T: Clone> Table<K, T> {
             }),
         });
         shard.insert(key, Arc::clone(&flight));
-        Joined::Leader(Starter {
+        Starter {
             waiter: Some(Waiter::new(flight, 0, true)),
-        })
+        }
     }
 
     /// Forgets the flight of `key`: the next caller starts a new one; the

@@ -103,10 +103,9 @@ impl Throttler {
         probability(requests, accepts, self.shared.k)
     }
 
-    /// Counts one request and decides whether it may go: `Ok` with the
-    /// generation to book its accept in, or the rejection. `draw` is a
+    /// Counts one request and decides whether it may go. `draw` is a
     /// uniform fraction of 2⁶⁴.
-    fn admit(&self, draw: u64) -> Result<u64, Throttled> {
+    fn admit(&self, draw: u64) -> Result<(), Throttled> {
         let window = &self.shared.window;
         let now = window.now();
         let (requests, accepts) = window.sum_pairs();
@@ -115,7 +114,7 @@ impl Throttler {
         if p > 0.0 && (draw as f64) < p * 2f64.powi(64) {
             Err(Throttled::new(p))
         } else {
-            Ok(now)
+            Ok(())
         }
     }
 
@@ -268,7 +267,7 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         match self.throttler.admit(self.rng.fraction()) {
-            Ok(_) => ResponseFuture::called(
+            Ok(()) => ResponseFuture::called(
                 self.inner.call(request),
                 self.throttler.clone(),
                 self.classify.clone(),
