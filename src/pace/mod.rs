@@ -141,11 +141,7 @@ impl Pacer {
         };
         if !wait.is_zero() {
             let jitter_nanos = u64::try_from(shared.jitter.as_nanos()).unwrap_or(u64::MAX);
-            let jitter = Duration::from_nanos(if jitter_nanos == 0 {
-                0
-            } else {
-                rng.in_range(0, jitter_nanos)
-            });
+            let jitter = Duration::from_nanos(rng.in_range(0, jitter_nanos));
             turn.wait += jitter;
             turn.at = Some(shared.schedule.instant(slot.release()) + jitter);
         }
