@@ -125,6 +125,9 @@ pub mod cache;
 pub mod classify;
 pub mod coalesce;
 mod error;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 pub mod measure;
 pub mod offset;
 pub mod pace;

@@ -132,6 +132,7 @@ struct StoreShared<K, T> {
     entries: moka::sync::Cache<K, Entry<T>>,
     loads: Arc<Table<K, T>>,
     config: Config,
+    keep: fn(&T) -> bool,
     rng: RngSource,
 }
 
@@ -152,6 +153,7 @@ where
             stale_if_error: Duration::ZERO,
             negative_ttl: None,
             seed: None,
+            keep: |_| true,
             _types: PhantomData,
         }
     }
@@ -192,6 +194,7 @@ where
             let now = Instant::now();
             let (config, delta) = (&shared.config, now - started);
             match result {
+                Ok(value) if !(shared.keep)(&value) => Ok(value),
                 Ok(value) => {
                     let offset = config.jitter.offset(&key, fraction);
                     Span::current().record(CACHE_TTL_OFFSET_MS, telemetry::millis(offset));
@@ -264,6 +267,7 @@ pub struct StoreBuilder<K, T> {
     stale_if_error: Duration,
     negative_ttl: Option<Duration>,
     seed: Option<u64>,
+    keep: fn(&T) -> bool,
     _types: PhantomData<fn() -> (K, T)>,
 }
 
@@ -313,6 +317,15 @@ where
     /// Caches errors for `ttl` (default: errors are not cached).
     pub fn negative_ttl(mut self, ttl: Duration) -> Self {
         self.negative_ttl = Some(ttl);
+        self
+    }
+
+    /// Stores a loaded value only if `keep(&value)` (default: every value).
+    /// A value that is not kept is still handed to the callers that waited
+    /// for the load. For HTTP, keep only complete, successful responses:
+    /// `store_if(dephase::http::Collected::is_cacheable)`.
+    pub fn store_if(mut self, keep: fn(&T) -> bool) -> Self {
+        self.keep = keep;
         self
     }
 
@@ -367,6 +380,7 @@ where
                 entries,
                 loads: Table::new(),
                 config,
+                keep: self.keep,
                 rng: RngSource::from_seed(self.seed),
             }),
         })

@@ -199,7 +199,7 @@ where
     }
 }
 
-impl<S, C, K, B: RetryBudget + Clone, Req> Control<S, C, K, B, Req> {
+impl<S, C, K: CloneRequest<Req>, B: RetryBudget + Clone, Req> Control<S, C, K, B, Req> {
     /// Books the attempt's outcome with the budget and decides whether to
     /// retry. `true`: the retry is planned and its timer set.
     #[inline]
@@ -242,7 +242,11 @@ impl<S, C, K, B: RetryBudget + Clone, Req> Control<S, C, K, B, Req> {
             tracing::event!(target: "dephase::retry", Level::DEBUG, http.request.resend_count = resends, dephase.retry.reason = reason, "retry stopped: attempts exhausted");
             return false;
         }
-        if self.request.is_none() || self.service.is_none() {
+        let can_resend = self
+            .request
+            .as_ref()
+            .is_some_and(|copy| self.policy.clone.can_resend(copy));
+        if !can_resend || self.service.is_none() {
             tracing::event!(target: "dephase::retry", Level::DEBUG, dephase.retry.reason = reason, "retry stopped: the request could not be copied");
             return false;
         }

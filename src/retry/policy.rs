@@ -18,6 +18,17 @@ use crate::error::ConfigError;
 pub trait CloneRequest<Req> {
     /// A copy of `request` to send again, or `None` if it cannot be copied.
     fn clone_request(&self, request: &Req) -> Option<Req>;
+
+    /// Asked when a retry is being planned, after the attempt before it has
+    /// run: can `copy` (made by [`clone_request`](Self::clone_request)
+    /// before that attempt) still be sent? `true` by default. A request
+    /// whose body is replayed from a buffer says `false` once its body
+    /// outgrew the buffer (see `http::ReplayBody`): the retry is not made
+    /// and the caller gets the last result.
+    fn can_resend(&self, copy: &Req) -> bool {
+        let _ = copy;
+        true
+    }
 }
 
 impl<F, Req> CloneRequest<Req> for F

@@ -1,0 +1,374 @@
+//! Request bodies that can be sent again: cloned when cheap, recorded as
+//! they stream otherwise.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use http::{HeaderMap, Method, Request};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Empty, Full};
+
+use super::error::ReplayError;
+use crate::BoxError;
+use crate::retry::CloneRequest;
+
+/// A request body that the retry layer can send again.
+///
+/// Implemented for bodies that are cheap to clone ([`Full`], [`Empty`],
+/// [`Bytes`], `String`, `Vec<u8>`, `&'static str`, `()`) and for
+/// [`ReplayBody`], which records a streaming body as it is sent.
+pub trait ReplayableBody: Sized {
+    /// A body that yields the same bytes again, if there can be one.
+    fn replay(&self) -> Option<Self>;
+
+    /// Whether a copy made by [`replay`](Self::replay) can still be sent
+    /// in full (a [`ReplayBody`] that outgrew its cap cannot).
+    fn can_replay(&self) -> bool {
+        true
+    }
+}
+
+macro_rules! replay_by_clone {
+    ($($ty:ty),* $(,)?) => {$(
+        impl ReplayableBody for $ty {
+            fn replay(&self) -> Option<Self> {
+                Some(self.clone())
+            }
+        }
+    )*};
+}
+
+replay_by_clone!(Bytes, String, Vec<u8>, &'static str, ());
+
+impl<D: Clone> ReplayableBody for Full<D> {
+    fn replay(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+}
+
+impl<D> ReplayableBody for Empty<D> {
+    fn replay(&self) -> Option<Self> {
+        Some(Empty::new())
+    }
+}
+
+/// A streaming request body recorded as it is sent (up to a cap), so that a
+/// retry can send it again.
+///
+/// Each [`replay`](ReplayableBody::replay) is a new body that yields the
+/// recorded chunks and then, if the original was not read to the end (the
+/// attempt failed half-way), goes on reading the original where it stopped
+/// — recording that too. Once more than `cap` bytes have gone by, the
+/// record is dropped and copies that have not kept up fail with
+/// [`ReplayError`]; the retry layer asks first
+/// ([`can_replay`](ReplayableBody::can_replay)) and does not retry such a
+/// request, so the caller gets the last attempt's result. A body whose
+/// length is known to be over the cap is never recorded at all. A body that
+/// fails mid-stream is not retried either (nothing can replay what it
+/// never sent).
+///
+/// Copies share one record behind a short lock taken only while a frame is
+/// polled; they may be polled one after another or at the same time.
+pub struct ReplayBody<B> {
+    tape: Arc<Mutex<Tape<B>>>,
+    /// Chunks this copy has yielded.
+    position: usize,
+    /// Whether this copy has yielded the trailers.
+    trailers_sent: bool,
+    hint: SizeHint,
+}
+
+struct Tape<B> {
+    /// The original body, until it ends or fails.
+    body: Option<Pin<Box<B>>>,
+    /// The chunks read so far (all of them while under the cap).
+    chunks: Vec<Bytes>,
+    /// Chunks read from the original so far.
+    read: usize,
+    /// Bytes recorded.
+    recorded: usize,
+    cap: usize,
+    /// The record no longer holds the whole body read so far.
+    over_cap: bool,
+    /// The original failed: nothing after the failure can be replayed.
+    failed: bool,
+    trailers: Option<HeaderMap>,
+}
+
+impl<B: Body> ReplayBody<B> {
+    /// Records `body` as it is sent, up to `cap` bytes.
+    pub fn new(body: B, cap: usize) -> Self {
+        let hint = body.size_hint();
+        ReplayBody {
+            tape: Arc::new(Mutex::new(Tape {
+                body: Some(Box::pin(body)),
+                chunks: Vec::new(),
+                read: 0,
+                recorded: 0,
+                cap,
+                over_cap: hint.lower() > cap as u64,
+                failed: false,
+                trailers: None,
+            })),
+            position: 0,
+            trailers_sent: false,
+            hint,
+        }
+    }
+}
+
+impl<B> ReplayBody<B> {
+    fn tape(&self) -> MutexGuard<'_, Tape<B>> {
+        // A panic while polling the original leaves the record as it was
+        // before that poll: still consistent.
+        self.tape.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<B> ReplayableBody for ReplayBody<B> {
+    fn replay(&self) -> Option<Self> {
+        self.can_replay().then(|| ReplayBody {
+            tape: Arc::clone(&self.tape),
+            position: 0,
+            trailers_sent: false,
+            hint: self.hint,
+        })
+    }
+
+    fn can_replay(&self) -> bool {
+        let tape = self.tape();
+        !tape.over_cap && !tape.failed
+    }
+}
+
+impl<B> Body for ReplayBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let mut tape = this.tape.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(chunk) = tape.chunks.get(this.position) {
+            let chunk = chunk.clone();
+            this.position += 1;
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if this.position < tape.read {
+            // Another copy read on past what the record holds.
+            return Poll::Ready(Some(Err(ReplayError::new(tape.cap).into())));
+        }
+        let Some(body) = tape.body.as_mut() else {
+            if tape.failed {
+                return Poll::Ready(Some(Err(ReplayError::new(tape.cap).into())));
+            }
+            if !this.trailers_sent {
+                this.trailers_sent = true;
+                if let Some(trailers) = tape.trailers.clone() {
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+            }
+            return Poll::Ready(None);
+        };
+        match ready!(body.as_mut().poll_frame(cx)) {
+            None => {
+                tape.body = None;
+                this.trailers_sent = true;
+                Poll::Ready(None)
+            }
+            Some(Err(error)) => {
+                tape.body = None;
+                tape.failed = true;
+                tape.chunks = Vec::new();
+                Poll::Ready(Some(Err(error.into())))
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(mut data) => {
+                    let chunk = data.copy_to_bytes(data.remaining());
+                    tape.read += 1;
+                    this.position += 1;
+                    if !tape.over_cap && tape.recorded + chunk.len() <= tape.cap {
+                        tape.recorded += chunk.len();
+                        tape.chunks.push(chunk.clone());
+                    } else {
+                        tape.over_cap = true;
+                        tape.chunks = Vec::new();
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(chunk))))
+                }
+                Err(frame) => {
+                    // A frame that is not data is trailers.
+                    let trailers = frame.into_trailers().unwrap_or_default();
+                    tape.trailers = Some(trailers.clone());
+                    tape.body = None;
+                    this.trailers_sent = true;
+                    Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let tape = self.tape();
+        tape.body.is_none()
+            && !tape.failed
+            && self.position >= tape.read
+            && (self.trailers_sent || tape.trailers.is_none())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.hint
+    }
+}
+
+impl<B> fmt::Debug for ReplayBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tape = self.tape();
+        f.debug_struct("ReplayBody")
+            .field("position", &self.position)
+            .field("recorded_bytes", &tape.recorded)
+            .field("cap", &tape.cap)
+            .field("over_cap", &tape.over_cap)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The HTTP request copier for the retry layer: only idempotent requests,
+/// only replayable bodies.
+///
+/// By default a request is sent again only if its method is idempotent
+/// (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE) or it carries
+/// an `Idempotency-Key` header; [`any_method`](Self::any_method) opts POST,
+/// PATCH and the rest in. The body must be [`ReplayableBody`]; wrap
+/// streaming bodies with [`ReplayLayer`](super::ReplayLayer). Method, URI,
+/// version, headers and extensions are copied.
+///
+/// ```
+/// use dephase::http::IdempotentRequests;
+/// use dephase::retry::CloneRequest;
+/// use http_body_util::Full;
+///
+/// let copier = IdempotentRequests::new();
+/// let get = http::Request::get("http://origin/a").body(Full::new(bytes::Bytes::new())).unwrap();
+/// assert!(copier.clone_request(&get).is_some());
+/// let post = http::Request::post("http://origin/a").body(Full::new(bytes::Bytes::new())).unwrap();
+/// assert!(copier.clone_request(&post).is_none());
+/// let keyed = http::Request::post("http://origin/a")
+///     .header("idempotency-key", "7f0c")
+///     .body(Full::new(bytes::Bytes::new()))
+///     .unwrap();
+/// assert!(copier.clone_request(&keyed).is_some());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdempotentRequests {
+    any_method: bool,
+}
+
+impl IdempotentRequests {
+    /// Copies requests with idempotent methods or an `Idempotency-Key`.
+    pub const fn new() -> Self {
+        IdempotentRequests { any_method: false }
+    }
+
+    /// Copies requests whatever their method: use only for an API whose
+    /// POSTs you know to be safe to repeat.
+    pub const fn any_method(mut self) -> Self {
+        self.any_method = true;
+        self
+    }
+
+    /// Whether a request with this method and headers may be sent again.
+    pub fn may_resend(&self, method: &Method, headers: &HeaderMap) -> bool {
+        self.any_method
+            || matches!(
+                *method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::TRACE
+                    | Method::PUT
+                    | Method::DELETE
+            )
+            || headers.contains_key(IDEMPOTENCY_KEY)
+    }
+}
+
+/// The header that makes a POST or PATCH safe to repeat
+/// (draft-ietf-httpapi-idempotency-key-header).
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+impl<B: ReplayableBody> CloneRequest<Request<B>> for IdempotentRequests {
+    fn clone_request(&self, request: &Request<B>) -> Option<Request<B>> {
+        if !self.may_resend(request.method(), request.headers()) {
+            return None;
+        }
+        let mut copy = Request::new(request.body().replay()?);
+        *copy.method_mut() = request.method().clone();
+        *copy.uri_mut() = request.uri().clone();
+        *copy.version_mut() = request.version();
+        *copy.headers_mut() = request.headers().clone();
+        *copy.extensions_mut() = request.extensions().clone();
+        Some(copy)
+    }
+
+    fn can_resend(&self, copy: &Request<B>) -> bool {
+        copy.body().can_replay()
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl CloneRequest<reqwest::Request> for IdempotentRequests {
+    fn clone_request(&self, request: &reqwest::Request) -> Option<reqwest::Request> {
+        if !self.may_resend(request.method(), request.headers()) {
+            return None;
+        }
+        // `None` for a streaming body: reqwest cannot copy it.
+        request.try_clone()
+    }
+}
+
+/// Wraps every request body in a [`ReplayBody`] with the same cap, so that
+/// the retry layer inside it can send streaming bodies again. Built by
+/// [`ReplayLayer`](super::ReplayLayer); put it outside the retry layer.
+#[derive(Debug, Clone)]
+pub struct Replay<S> {
+    inner: S,
+    cap: usize,
+}
+
+impl<S> Replay<S> {
+    /// Records request bodies of up to `cap` bytes for `inner`.
+    pub fn new(inner: S, cap: usize) -> Self {
+        Replay { inner, cap }
+    }
+
+    inner_accessors!();
+}
+
+impl<S, B> tower_service::Service<Request<B>> for Replay<S>
+where
+    S: tower_service::Service<Request<ReplayBody<B>>>,
+    B: Body,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> S::Future {
+        let cap = self.cap;
+        self.inner.call(request.map(|body| ReplayBody::new(body, cap)))
+    }
+}
