@@ -161,9 +161,9 @@ fn status_reason(code: u16) -> &'static str {
         503 => "unavailable",
         504 => "gateway_timeout",
         505 => "http_version_not_supported",
-        400..=499 => "client_error",
-        500..=599 => "server_error",
-        _ => "status",
+        _ if code < 400 => "status",
+        _ if code < 500 => "client_error",
+        _ => "server_error",
     }
 }
 

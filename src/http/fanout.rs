@@ -251,7 +251,9 @@ where
             }
             BodyKind::Streaming { read, rest, .. } => {
                 let read: u64 = read.iter().map(|c| c.len() as u64).sum();
-                let rest = rest.as_ref().map_or(SizeHint::with_exact(0), |b| b.size_hint());
+                let rest = rest
+                    .as_ref()
+                    .map_or(SizeHint::with_exact(0), |b| b.size_hint());
                 let mut hint = SizeHint::new();
                 hint.set_lower(rest.lower().saturating_add(read));
                 if let Some(upper) = rest.upper() {

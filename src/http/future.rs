@@ -57,7 +57,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if this.reading.is_none() {
-            let (parts, body) = ready!(this.future.poll(cx)).map_err(Into::into)?.into_parts();
+            let (parts, body) = ready!(this.future.poll(cx))
+                .map_err(Into::into)?
+                .into_parts();
             let body = Box::pin(body);
             if body.size_hint().lower() > *this.limit as u64 {
                 // Known to be over the limit: not read at all.
@@ -103,7 +105,8 @@ where
                     let body = match <[Bytes; 1]>::try_from(chunks) {
                         Ok([chunk]) => chunk,
                         Err(chunks) => {
-                            let mut all = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+                            let mut all =
+                                BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
                             chunks.iter().for_each(|c| all.extend_from_slice(c));
                             all.freeze()
                         }

@@ -18,10 +18,11 @@ use http_body::Body;
 /// ```
 /// use dephase::http::RequestKey;
 ///
+/// type Body = http_body_util::Empty<bytes::Bytes>;
 /// let key = RequestKey::new().header(http::header::ACCEPT).into_fn();
-/// let a = http::Request::get("http://origin/users/7").header("accept", "text/html").body(()).unwrap();
-/// let b = http::Request::get("http://origin/users/7").header("accept", "application/json").body(()).unwrap();
-/// let post = http::Request::post("http://origin/users").body(()).unwrap();
+/// let get = |accept| http::Request::get("http://origin/users/7").header("accept", accept).body(Body::new()).unwrap();
+/// let (a, b) = (get("text/html"), get("application/json"));
+/// let post = http::Request::post("http://origin/users").body(Body::new()).unwrap();
 /// assert_ne!(key(&a), key(&b));
 /// assert_eq!(key(&a), key(&a.clone()));
 /// assert_eq!(key(&post), None);

@@ -369,6 +369,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> S::Future {
         let cap = self.cap;
-        self.inner.call(request.map(|body| ReplayBody::new(body, cap)))
+        self.inner
+            .call(request.map(|body| ReplayBody::new(body, cap)))
     }
 }
