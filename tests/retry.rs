@@ -577,9 +577,12 @@ async fn retries_are_recorded_on_the_span_and_as_events() {
     let expected: Vec<f64> = delays.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     let fields = captured.span("request");
     assert_eq!(fields["http.request.resend_count"].as_u64(), 2);
-    assert_eq!(
-        fields["dephase.retry.delay_ms"].as_f64(),
-        (delays[0] + delays[1]).as_secs_f64() * 1000.0
+    // What was slept: the plan, each sleep rounded up to tokio's 1 ms tick.
+    let planned = (delays[0] + delays[1]).as_secs_f64() * 1000.0;
+    let slept = fields["dephase.retry.delay_ms"].as_f64();
+    assert!(
+        slept >= planned && slept <= planned + 2.0,
+        "slept {slept}, planned {planned}"
     );
     assert_eq!(fields["dephase.jitter"].as_str(), "full");
     assert_eq!(fields["dephase.budget"].as_str(), "granted");

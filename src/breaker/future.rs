@@ -16,6 +16,7 @@ use crate::telemetry::{self, BREAKER_RETRY_AFTER_MS, BREAKER_STATE};
 fn record_rejection(rejected: &Rejected) {
     let span = Span::current();
     span.record(BREAKER_STATE, rejected.state().as_str());
+    telemetry::count::breaker_rejected(rejected.state().as_str());
     let after_ms = rejected.retry_after().map(telemetry::millis);
     if let Some(ms) = after_ms {
         span.record(BREAKER_RETRY_AFTER_MS, ms);

@@ -489,6 +489,7 @@ impl Core {
     fn announce(&self, from: u64, to: u64, open_for: Option<Duration>) {
         let (from, to) = (state_of(from), state_of(to));
         Span::current().record(BREAKER_STATE, to.as_str());
+        crate::telemetry::count::breaker_transition(to.as_str(), open_for);
         match open_for {
             Some(open_for) => tracing::event!(
                 target: "dephase::breaker",

@@ -96,6 +96,7 @@ use crate::telemetry::{self, CACHE_EXPIRES_IN_MS, CACHE_RESULT, CACHE_TTL_OFFSET
 pub(crate) fn record_result(result: &'static str, expires_in: Option<Duration>) {
     let span = Span::current();
     span.record(CACHE_RESULT, result);
+    telemetry::count::cache_result(result);
     let expires_in_ms = expires_in.map(telemetry::millis);
     if let Some(ms) = expires_in_ms {
         span.record(CACHE_EXPIRES_IN_MS, ms);
@@ -198,6 +199,7 @@ where
                 Ok(value) => {
                     let offset = config.jitter.offset(&key, fraction);
                     Span::current().record(CACHE_TTL_OFFSET_MS, telemetry::millis(offset));
+                    telemetry::count::cache_ttl_offset(offset);
                     store(
                         &shared,
                         key,

@@ -81,10 +81,13 @@ where
                 if !*recorded {
                     // Recorded at the first poll: the caller's span is entered then.
                     Span::current().record(COALESCE_ROLE, role);
+                    if !waiter.is_leader() {
+                        crate::telemetry::count::coalesce_follower();
+                    }
                     *recorded = true;
                 }
                 let result = ready!(waiter.poll(cx));
-                let waiters = waiter.joined() as u64;
+                let waiters = i64::try_from(waiter.joined()).unwrap_or(i64::MAX);
                 Span::current().record(COALESCE_WAITERS, waiters);
                 tracing::event!(
                     target: "dephase::coalesce",

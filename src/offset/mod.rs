@@ -222,6 +222,8 @@ pub(crate) fn record_on_span(offset: Duration, strategy: &'static str) -> f64 {
     let span = tracing::Span::current();
     span.record(telemetry::OFFSET_MS, millis);
     span.record(telemetry::OFFSET_STRATEGY, strategy);
+    let layer = if strategy == "pace" { "pace" } else { "offset" };
+    telemetry::count::applied_offset(layer, offset);
     millis
 }
 

@@ -78,12 +78,21 @@ pin_project! {
         sleep: Sleep,
         // This request's own backoff sequence.
         backoff: Sequence,
-        // Total backoff slept so far.
+        // Total backoff slept so far, as measured on tokio's clock (the
+        // timer wakes on whole milliseconds, so this is what was applied,
+        // not what was planned).
         slept: Duration,
+        // When the current sleep began.
+        asleep_since: Instant,
         // The withdrawal for a retry that is planned but not sent yet.
         unsent: Option<Unsent<B>>,
         // The withdrawal that paid for the attempt in flight.
         paid: Option<Withdrawal>,
+        // For the span: why the last retry was wanted, and what the budget said.
+        reason: &'static str,
+        budget: Option<&'static str>,
+        // Whether the span has its fields already.
+        recorded: bool,
     }
 }
 
@@ -153,6 +162,7 @@ where
                     if control.after_attempt(outcome) {
                         this.state.set(State::Sleeping);
                     } else {
+                        control.record_span();
                         return Poll::Ready(result);
                     }
                 }
@@ -161,7 +171,9 @@ where
                         .retrying
                         .as_mut()
                         .expect("a retry is only planned with its retry state");
-                    ready!(retrying.as_mut().project().sleep.poll(cx));
+                    let mut retrying = retrying.as_mut().project();
+                    ready!(retrying.sleep.as_mut().poll(cx));
+                    *retrying.slept += retrying.asleep_since.elapsed();
                     this.state.set(State::Ready);
                 }
                 StateProj::Ready => {
@@ -178,6 +190,7 @@ where
                     if let Err(error) = ready!(service.poll_ready(cx)) {
                         // The retry is not sent: dropping `unsent` refunds it.
                         *retrying.unsent = None;
+                        control.record_span();
                         return Poll::Ready(Err(error));
                     }
                     let request = control
@@ -189,7 +202,6 @@ where
                         control.request = control.policy.clone.clone_request(&request);
                     }
                     *retrying.paid = retrying.unsent.take().and_then(Unsent::spend);
-                    Span::current().record(RESEND_COUNT, control.attempts - 1);
                     this.state.set(State::Called {
                         future: service.call(request),
                     });
@@ -239,7 +251,7 @@ impl<S, C, K: CloneRequest<Req>, B: RetryBudget + Clone, Req> Control<S, C, K, B
     fn plan_retry(&mut self, after: Option<Duration>, reason: &'static str) -> bool {
         let resends = self.attempts - 1;
         if self.attempts >= self.policy.max_attempts {
-            tracing::event!(target: "dephase::retry", Level::DEBUG, http.request.resend_count = resends, dephase.retry.reason = reason, "retry stopped: attempts exhausted");
+            tracing::event!(target: "dephase::retry", Level::DEBUG, http.request.resend_count = i64::from(resends), dephase.retry.reason = reason, "retry stopped: attempts exhausted");
             return false;
         }
         let can_resend = self
@@ -257,11 +269,16 @@ impl<S, C, K: CloneRequest<Req>, B: RetryBudget + Clone, Req> Control<S, C, K, B
                 sleep: tokio::time::sleep_until(Instant::now()),
                 backoff: self.policy.backoff.sequence(),
                 slept: Duration::ZERO,
+                asleep_since: Instant::now(),
                 unsent: None,
                 paid: None,
+                reason,
+                budget: None,
+                recorded: false,
             })
         });
         let mut retrying = retrying.as_mut().project();
+        *retrying.reason = reason;
         let jitter = retrying.backoff.jitter().as_str();
         let computed = retrying.backoff.next_delay();
         // A server hint is a floor, and this request's own jittered backoff
@@ -272,12 +289,11 @@ impl<S, C, K: CloneRequest<Req>, B: RetryBudget + Clone, Req> Control<S, C, K, B
 
         if let (Some(deadline), Some(started)) = (self.policy.deadline, self.started) {
             if started.elapsed() + delay > deadline {
-                tracing::event!(target: "dephase::retry", Level::DEBUG, http.request.resend_count = resends, dephase.retry.reason = reason, delay_ms = telemetry::millis(delay), "retry stopped: the backoff would end past the deadline");
+                tracing::event!(target: "dephase::retry", Level::DEBUG, http.request.resend_count = i64::from(resends), dephase.retry.reason = reason, delay_ms = telemetry::millis(delay), "retry stopped: the backoff would end past the deadline");
                 return false;
             }
         }
 
-        let span = Span::current();
         if let Some(budget) = &self.policy.budget {
             match budget.withdraw() {
                 Some(withdrawal) => {
@@ -285,27 +301,25 @@ impl<S, C, K: CloneRequest<Req>, B: RetryBudget + Clone, Req> Control<S, C, K, B
                         budget: budget.clone(),
                         withdrawal: Some(withdrawal),
                     });
-                    span.record(BUDGET, "granted");
+                    *retrying.budget = Some("granted");
                 }
                 None => {
-                    span.record(BUDGET, "denied");
-                    span.record(RETRY_REASON, reason);
-                    tracing::event!(target: "dephase::retry", Level::DEBUG, http.request.resend_count = resends, dephase.budget = "denied", dephase.retry.reason = reason, "retry stopped: the retry budget is empty");
+                    *retrying.budget = Some("denied");
+                    telemetry::count::budget_denied();
+                    tracing::event!(target: "dephase::retry", Level::DEBUG, http.request.resend_count = i64::from(resends), dephase.budget = "denied", dephase.retry.reason = reason, "retry stopped: the retry budget is empty");
                     return false;
                 }
             }
         }
 
-        *retrying.slept += delay;
+        *retrying.asleep_since = Instant::now();
         retrying.sleep.as_mut().reset(Instant::now() + delay);
         let delay_ms = telemetry::millis(delay);
-        span.record(RETRY_DELAY_MS, telemetry::millis(*retrying.slept));
-        span.record(JITTER, jitter);
-        span.record(RETRY_REASON, reason);
+        telemetry::count::retry(reason, delay);
         tracing::event!(
             target: "dephase::retry",
             Level::DEBUG,
-            http.request.resend_count = resends + 1,
+            http.request.resend_count = i64::from(resends + 1),
             dephase.retry.delay_ms = delay_ms,
             dephase.jitter = jitter,
             dephase.budget = if retrying.unsent.is_some() { "granted" } else { "none" },
@@ -313,6 +327,42 @@ impl<S, C, K: CloneRequest<Req>, B: RetryBudget + Clone, Req> Control<S, C, K, B
             "retrying after backoff"
         );
         true
+    }
+}
+
+impl<S, C, K, B: RetryBudget, Req> Control<S, C, K, B, Req> {
+    /// Records what the retries did on the current span, once, with the
+    /// final values (`tracing-opentelemetry` appends an attribute per
+    /// record, so recording at every re-send would export each field once
+    /// per retry). Nothing for a request that was never retried.
+    fn record_span(&mut self) {
+        let Some(retrying) = self.retrying.as_mut() else {
+            return;
+        };
+        let retrying = retrying.as_mut().project();
+        if std::mem::replace(retrying.recorded, true) {
+            return;
+        }
+        let span = Span::current();
+        if self.attempts > 1 {
+            span.record(RESEND_COUNT, i64::from(self.attempts - 1));
+            span.record(RETRY_DELAY_MS, telemetry::millis(*retrying.slept));
+            span.record(JITTER, retrying.backoff.jitter().as_str());
+        }
+        span.record(RETRY_REASON, *retrying.reason);
+        if let Some(budget) = *retrying.budget {
+            span.record(BUDGET, budget);
+        }
+    }
+}
+
+impl<S, C, K, B: RetryBudget, Req> Drop for Control<S, C, K, B, Req> {
+    fn drop(&mut self) {
+        // Cancelled mid-retry: the span still learns what was done (an
+        // instrumented future is dropped inside its span).
+        if self.retrying.is_some() {
+            self.record_span();
+        }
     }
 }
 

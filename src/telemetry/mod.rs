@@ -27,7 +27,7 @@
 //!
 //! | layer | span fields | event |
 //! |---|---|---|
-//! | retry | [`RESEND_COUNT`], [`RETRY_DELAY_MS`] (total slept so far), [`JITTER`], [`BUDGET`], [`RETRY_REASON`] | one per planned retry, with the delay of that retry; one when the budget or the deadline stops retrying |
+//! | retry | [`RESEND_COUNT`], [`RETRY_DELAY_MS`] (total slept), [`JITTER`], [`BUDGET`], [`RETRY_REASON`] — recorded once, when the request finishes or is dropped, and only if it was retried | one per planned retry, with the delay of that retry; one when the budget or the deadline stops retrying |
 //! | breaker | [`BREAKER_STATE`], [`BREAKER_RETRY_AFTER_MS`] (on rejection) | `INFO` on every transition (with [`BREAKER_OPEN_MS`] when it opens); `DEBUG` on every rejection |
 //! | offset | [`OFFSET_MS`], [`OFFSET_STRATEGY`] | one per [`Offset::record`](crate::offset::Offset::record) and per ticker tick |
 //! | coalesce | [`COALESCE_ROLE`], [`COALESCE_WAITERS`] | `DEBUG` when a coalesced call finishes |
@@ -38,12 +38,15 @@
 //! Events use the target `dephase::<module>` (for example `dephase::retry`)
 //! at `DEBUG` level, so `RUST_LOG=dephase=debug` shows them.
 
-/// Re-sends of this request so far: the OpenTelemetry HTTP semantic
-/// convention's name. Integer.
+/// Re-sends of this request: the OpenTelemetry HTTP semantic convention's
+/// name. Integer (recorded as `i64`, which `tracing-opentelemetry` exports
+/// as an integer attribute; it exports `u64` as a string).
 pub const RESEND_COUNT: &str = "http.request.resend_count";
 
-/// Retry: milliseconds slept before re-sends. On the span, the total so far;
-/// on each event, the delay of that one retry. Float.
+/// Retry: milliseconds slept before re-sends. On the span, the total
+/// actually slept (tokio's timer wakes on whole milliseconds, so this can be
+/// up to 1 ms per retry above the plan); on each event, the delay planned
+/// for that one retry. Float.
 pub const RETRY_DELAY_MS: &str = "dephase.retry.delay_ms";
 
 /// Retry: the jitter kind of the backoff (`none`, `full`, `equal`, `decorrelated`).
@@ -119,4 +122,43 @@ pub const ALL_FIELDS: &[&str] = &[
 /// A duration in (fractional) milliseconds, as every `*_ms` field records it.
 pub(crate) fn millis(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub mod metrics;
+
+/// The counting hooks every layer calls: through [`metrics`] with the
+/// `otel` feature, empty (and gone after inlining) without it.
+pub(crate) mod count {
+    #[cfg(feature = "otel")]
+    pub(crate) use super::metrics::{
+        applied_offset, breaker_rejected, breaker_transition, budget_denied, cache_result,
+        cache_ttl_offset, coalesce_follower, retry,
+    };
+
+    #[cfg(not(feature = "otel"))]
+    pub(crate) use self::off::*;
+
+    #[cfg(not(feature = "otel"))]
+    mod off {
+        use std::time::Duration;
+
+        #[inline(always)]
+        pub(crate) fn retry(_reason: &'static str, _delay: Duration) {}
+        #[inline(always)]
+        pub(crate) fn budget_denied() {}
+        #[inline(always)]
+        pub(crate) fn breaker_transition(_to: &'static str, _open_for: Option<Duration>) {}
+        #[inline(always)]
+        pub(crate) fn breaker_rejected(_state: &'static str) {}
+        #[inline(always)]
+        pub(crate) fn coalesce_follower() {}
+        #[inline(always)]
+        pub(crate) fn cache_result(_result: &'static str) {}
+        #[inline(always)]
+        pub(crate) fn cache_ttl_offset(_jitter: Duration) {}
+        #[inline(always)]
+        pub(crate) fn applied_offset(_layer: &'static str, _applied: Duration) {}
+    }
 }

@@ -1,0 +1,308 @@
+//! The span fields, checked where users see them: exported through the real
+//! OpenTelemetry pipeline (`tracing-subscriber` + `tracing-opentelemetry` +
+//! `opentelemetry_sdk`'s in-memory span exporter).
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dephase::backoff::{ExponentialBackoff, Jitter};
+use dephase::breaker::Breaker;
+use dephase::cache::{CacheLayer, Store};
+use dephase::coalesce::CoalesceLayer;
+use dephase::retry::{RetryLayer, RetryPolicy};
+use dephase::{BoxError, CircuitBreakerLayer};
+use opentelemetry::Value;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tokio::time::Instant;
+use tower::{ServiceBuilder, ServiceExt};
+use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_subscriber::layer::SubscriberExt;
+
+use support::bounded;
+
+/// Runs `test` with spans exported to memory; returns the exported spans.
+async fn exported<F: std::future::Future<Output = ()>>(test: F) -> Vec<SpanData> {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("dephase-test")));
+    let guard = tracing::subscriber::set_default(subscriber);
+    test.await;
+    drop(guard);
+    provider.force_flush().unwrap();
+    exporter.get_finished_spans().unwrap()
+}
+
+fn span<'a>(spans: &'a [SpanData], name: &str) -> &'a SpanData {
+    spans.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        panic!(
+            "no span {name:?} in {:?}",
+            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    })
+}
+
+/// The one value of `key` on `span` (a key exported twice fails: the SDK
+/// keeps every record, so a layer must record each field once).
+fn attribute(span: &SpanData, key: &str) -> Value {
+    let values: Vec<_> = span
+        .attributes
+        .iter()
+        .filter(|kv| kv.key.as_str() == key)
+        .collect();
+    assert!(
+        values.len() <= 1,
+        "{key} exported {} times: {values:?}",
+        values.len()
+    );
+    values
+        .first()
+        .map(|kv| kv.value.clone())
+        .unwrap_or_else(|| {
+            panic!(
+                "span {:?} has no attribute {key}: {:?}",
+                span.name, span.attributes
+            )
+        })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_retried_twice_exports_its_resends_and_the_sleeps_it_applied() {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let log = sent.clone();
+    let spans = exported(async move {
+        let origin = tower::service_fn(move |_: ()| {
+            let n = {
+                let mut log = log.lock().unwrap();
+                log.push(Instant::now());
+                log.len()
+            };
+            async move {
+                if n <= 2 {
+                    Err("unavailable")
+                } else {
+                    Ok("done")
+                }
+            }
+        });
+        let policy = RetryPolicy::builder()
+            .max_attempts(3)
+            .backoff(
+                ExponentialBackoff::builder()
+                    .base(Duration::from_millis(100))
+                    .jitter(Jitter::Full)
+                    .seed(42)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let client = ServiceBuilder::new()
+            .layer(RetryLayer::new(policy))
+            .service(origin);
+        let span = tracing::info_span!(
+            "GET /users",
+            http.request.resend_count = Empty,
+            dephase.retry.delay_ms = Empty,
+            dephase.jitter = Empty,
+            dephase.retry.reason = Empty,
+        );
+        let reply = bounded(client.oneshot(()).instrument(span)).await;
+        assert_eq!(reply, Ok("done"));
+    })
+    .await;
+
+    let sent = sent.lock().unwrap();
+    assert_eq!(sent.len(), 3);
+    let slept = (sent[2] - sent[0]).as_secs_f64() * 1000.0;
+    let exported = span(&spans, "GET /users");
+    assert_eq!(
+        attribute(exported, "http.request.resend_count"),
+        Value::I64(2)
+    );
+    match attribute(exported, "dephase.retry.delay_ms") {
+        Value::F64(ms) => assert!(
+            (ms - slept).abs() < 1e-6,
+            "{ms} ms exported, {slept} ms slept"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(slept > 0.0);
+    assert_eq!(attribute(exported, "dephase.jitter"), Value::from("full"));
+    assert_eq!(
+        attribute(exported, "dephase.retry.reason"),
+        Value::from("error")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_coalesced_follower_exports_its_role() {
+    let spans = exported(async {
+        let origin = tower::service_fn(|key: u32| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, BoxError>(key * 2)
+        });
+        let service = ServiceBuilder::new()
+            .layer(CoalesceLayer::new(|key: &u32| Some(*key)))
+            .service(origin);
+        let caller = |name: &'static str| {
+            let span = tracing::info_span!(
+                "lookup",
+                caller = name,
+                dephase.coalesce.role = Empty,
+                dephase.coalesce.waiters = Empty,
+            );
+            service.clone().oneshot(7).instrument(span)
+        };
+        let (leader, follower) = tokio::join!(caller("first"), caller("second"));
+        assert_eq!((leader.unwrap(), follower.unwrap()), (14, 14));
+    })
+    .await;
+    let by_caller = |name: &str| {
+        spans
+            .iter()
+            .find(|s| {
+                s.attributes.iter().any(|kv| {
+                    kv.key.as_str() == "caller" && kv.value == Value::from(name.to_string())
+                })
+            })
+            .unwrap()
+    };
+    assert_eq!(
+        attribute(by_caller("first"), "dephase.coalesce.role"),
+        Value::from("leader")
+    );
+    assert_eq!(
+        attribute(by_caller("second"), "dephase.coalesce.role"),
+        Value::from("follower")
+    );
+    assert_eq!(
+        attribute(by_caller("second"), "dephase.coalesce.waiters"),
+        Value::I64(2)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_early_refresh_exports_its_result() {
+    let spans = exported(async {
+        let store = Store::builder(10)
+            .ttl(Duration::from_secs(10))
+            .beta(1e6) // refresh as early as possible: deterministic here
+            .seed(1)
+            .build()
+            .unwrap();
+        let origin = tower::service_fn(|key: u32| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, BoxError>(key)
+        });
+        let service = ServiceBuilder::new()
+            .layer(CacheLayer::new(store, |key: &u32| Some(*key)))
+            .service(origin);
+        let lookup = |name: &'static str| {
+            let span = tracing::info_span!(
+                "cache lookup",
+                lookup = name,
+                dephase.cache.result = Empty,
+                dephase.cache.expires_in_ms = Empty,
+                dephase.cache.ttl_offset_ms = Empty,
+            );
+            service.clone().oneshot(3).instrument(span)
+        };
+        assert_eq!(lookup("miss").await.unwrap(), 3);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(lookup("early").await.unwrap(), 3);
+        tokio::time::sleep(Duration::from_secs(1)).await; // let the refresh finish
+    })
+    .await;
+    let by_lookup = |name: &str| {
+        spans
+            .iter()
+            .find(|s| {
+                s.attributes.iter().any(|kv| {
+                    kv.key.as_str() == "lookup" && kv.value == Value::from(name.to_string())
+                })
+            })
+            .unwrap()
+    };
+    assert_eq!(
+        attribute(by_lookup("miss"), "dephase.cache.result"),
+        Value::from("miss")
+    );
+    assert!(matches!(
+        attribute(by_lookup("miss"), "dephase.cache.ttl_offset_ms"),
+        Value::F64(_)
+    ));
+    let early = by_lookup("early");
+    assert_eq!(
+        attribute(early, "dephase.cache.result"),
+        Value::from("early_refresh")
+    );
+    match attribute(early, "dephase.cache.expires_in_ms") {
+        Value::F64(ms) => assert!(ms > 8000.0 && ms < 10_000.0, "{ms}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_rejection_exports_the_state_and_retry_after() {
+    let spans = exported(async {
+        let breaker = Breaker::builder()
+            .consecutive_failures(1)
+            .open_time(
+                ExponentialBackoff::builder()
+                    .base(Duration::from_secs(5))
+                    .jitter(Jitter::None)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let origin = tower::service_fn(|_: ()| async { Err::<(), _>("down") });
+        let service = ServiceBuilder::new()
+            .layer(CircuitBreakerLayer::new(breaker))
+            .service(origin);
+        let call = |name: &'static str| {
+            let span = tracing::info_span!(
+                "downstream",
+                call = name,
+                dephase.breaker.state = Empty,
+                dephase.breaker.retry_after_ms = Empty,
+            );
+            service.clone().oneshot(()).instrument(span)
+        };
+        assert!(call("fails").await.is_err());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rejected = call("rejected").await.unwrap_err();
+        assert!(rejected.is::<dephase::breaker::error::Rejected>());
+    })
+    .await;
+    let by_call = |name: &str| {
+        spans
+            .iter()
+            .find(|s| {
+                s.attributes.iter().any(|kv| {
+                    kv.key.as_str() == "call" && kv.value == Value::from(name.to_string())
+                })
+            })
+            .unwrap()
+    };
+    assert_eq!(
+        attribute(by_call("fails"), "dephase.breaker.state"),
+        Value::from("open")
+    );
+    let rejected = by_call("rejected");
+    assert_eq!(
+        attribute(rejected, "dephase.breaker.state"),
+        Value::from("open")
+    );
+    assert_eq!(
+        attribute(rejected, "dephase.breaker.retry_after_ms"),
+        Value::F64(4000.0)
+    );
+}

@@ -1,0 +1,215 @@
+//! With the `otel` feature, the layers count what they did through the
+//! `opentelemetry` metrics API — checked with the SDK's in-memory exporter.
+//!
+//! One test in its own binary: the instruments are made once per process.
+#![cfg(feature = "otel")]
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use dephase::backoff::{ExponentialBackoff, Jitter};
+use dephase::breaker::Breaker;
+use dephase::budget::TokenBucket;
+use dephase::cache::{CacheLayer, Store};
+use dephase::coalesce::CoalesceLayer;
+use dephase::offset::Offset;
+use dephase::retry::{RetryLayer, RetryPolicy};
+use dephase::telemetry::metrics;
+use dephase::{BoxError, CircuitBreakerLayer};
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+use tower::{ServiceBuilder, ServiceExt};
+
+use support::bounded;
+
+/// Counter values by (metric, attribute value or "").
+fn counters(metrics: &ResourceMetrics) -> HashMap<(String, String), u64> {
+    let mut out = HashMap::new();
+    for scope in metrics.scope_metrics() {
+        for metric in scope.metrics() {
+            if let AggregatedMetrics::U64(MetricData::Sum(sum)) = metric.data() {
+                for point in sum.data_points() {
+                    let attribute = point
+                        .attributes()
+                        .next()
+                        .map(|kv| kv.value.as_str().into_owned())
+                        .unwrap_or_default();
+                    out.insert((metric.name().to_string(), attribute), point.value());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Histogram (count, sum) of applied offsets by layer.
+fn offsets(metrics: &ResourceMetrics) -> HashMap<String, (u64, f64)> {
+    let mut out = HashMap::new();
+    for scope in metrics.scope_metrics() {
+        for metric in scope.metrics() {
+            if metric.name() != metrics::OFFSETS {
+                continue;
+            }
+            assert_eq!(metric.unit(), "ms");
+            if let AggregatedMetrics::F64(MetricData::Histogram(histogram)) = metric.data() {
+                for point in histogram.data_points() {
+                    let layer = point
+                        .attributes()
+                        .find(|kv| kv.key.as_str() == metrics::LAYER)
+                        .map(|kv| kv.value.as_str().into_owned())
+                        .unwrap();
+                    out.insert(layer, (point.count(), point.sum()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_layers_count_what_they_did() {
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exporter.clone()).build())
+        .build();
+    assert!(metrics::use_meter(&provider.meter("dephase")));
+    assert!(!metrics::use_meter(&provider.meter("dephase")), "made once");
+
+    // Retry: two retries, then a budget denial.
+    let backoff = ExponentialBackoff::builder()
+        .base(Duration::from_millis(100))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = calls.clone();
+    let flaky = tower::service_fn(move |_: ()| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move { if n < 2 { Err("busy") } else { Ok(()) } }
+    });
+    let policy = RetryPolicy::builder()
+        .max_attempts(5)
+        .backoff(backoff.clone())
+        .build()
+        .unwrap();
+    bounded(RetryLayer::new(policy).layer_oneshot(flaky))
+        .await
+        .unwrap();
+    let empty = TokenBucket::builder().initial(0.0).build().unwrap();
+    let always_failing = tower::service_fn(|_: ()| async { Err::<(), _>("down") });
+    let policy = RetryPolicy::builder()
+        .max_attempts(5)
+        .backoff(backoff.clone())
+        .budget(empty)
+        .build()
+        .unwrap();
+    assert!(
+        bounded(RetryLayer::new(policy).layer_oneshot(always_failing))
+            .await
+            .is_err()
+    );
+
+    // Breaker: opens (5 s, no jitter), then rejects two calls.
+    let breaker = Breaker::builder()
+        .consecutive_failures(1)
+        .open_time(
+            ExponentialBackoff::builder()
+                .base(Duration::from_secs(5))
+                .jitter(Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let down = ServiceBuilder::new()
+        .layer(CircuitBreakerLayer::new(breaker))
+        .service(tower::service_fn(|_: ()| async { Err::<(), _>("down") }));
+    for _ in 0..3 {
+        assert!(down.clone().oneshot(()).await.is_err());
+    }
+
+    // Coalesce: three callers, two followers.
+    let coalesced = ServiceBuilder::new()
+        .layer(CoalesceLayer::new(|k: &u8| Some(*k)))
+        .service(tower::service_fn(|k: u8| async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok::<_, BoxError>(k)
+        }));
+    let (a, b, c) = tokio::join!(
+        coalesced.clone().oneshot(1),
+        coalesced.clone().oneshot(1),
+        coalesced.clone().oneshot(1)
+    );
+    assert_eq!((a.unwrap(), b.unwrap(), c.unwrap()), (1, 1, 1));
+
+    // Cache: a miss, then two hits; the load's TTL jitter is an offset.
+    let store = Store::builder(10)
+        .ttl(Duration::from_secs(60))
+        .early_refresh(false)
+        .build()
+        .unwrap();
+    let cached = ServiceBuilder::new()
+        .layer(CacheLayer::new(store, |k: &u8| Some(*k)))
+        .service(tower::service_fn(
+            |k: u8| async move { Ok::<_, BoxError>(k) },
+        ));
+    for _ in 0..3 {
+        cached.clone().oneshot(9).await.unwrap();
+    }
+
+    // A deterministic offset, recorded where it is applied.
+    let offset = Offset::index(3, 10, Duration::from_secs(10)).unwrap();
+    offset.record();
+
+    provider.force_flush().unwrap();
+    let exported = exporter.get_finished_metrics().unwrap();
+    let last = exported.last().expect("exported once");
+    let counters = counters(last);
+    let count = |name: &str, attribute: &str| {
+        counters
+            .get(&(name.to_string(), attribute.to_string()))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(count(metrics::RETRIES, "error"), 2, "{counters:?}");
+    assert_eq!(count(metrics::BUDGET_DENIALS, ""), 1, "{counters:?}");
+    assert_eq!(
+        count(metrics::BREAKER_TRANSITIONS, "open"),
+        1,
+        "{counters:?}"
+    );
+    assert_eq!(
+        count(metrics::BREAKER_REJECTIONS, "open"),
+        2,
+        "{counters:?}"
+    );
+    assert_eq!(count(metrics::COALESCE_FOLLOWERS, ""), 2, "{counters:?}");
+    assert_eq!(count(metrics::CACHE_RESULTS, "miss"), 1, "{counters:?}");
+    assert_eq!(count(metrics::CACHE_RESULTS, "hit"), 2, "{counters:?}");
+
+    let offsets = offsets(last);
+    assert_eq!(offsets["retry"], (2, 100.0 + 200.0), "{offsets:?}");
+    assert_eq!(offsets["breaker"], (1, 5000.0), "{offsets:?}");
+    assert_eq!(offsets["offset"], (1, 3000.0), "{offsets:?}");
+    assert_eq!(offsets["cache"].0, 1, "{offsets:?}");
+}
+
+/// `layer.layer(service).oneshot(())`, for brevity.
+trait LayerOneshot<S> {
+    type Future;
+    fn layer_oneshot(self, service: S) -> Self::Future;
+}
+
+impl<L, S> LayerOneshot<S> for L
+where
+    L: tower::Layer<S>,
+    L::Service: tower::Service<()>,
+{
+    type Future = tower::util::Oneshot<L::Service, ()>;
+    fn layer_oneshot(self, service: S) -> Self::Future {
+        self.layer(service).oneshot(())
+    }
+}
