@@ -26,7 +26,7 @@ use crate::classify::{Classify, Outcome};
 /// Connection failures are found by walking the error's
 /// [`source`](std::error::Error::source) chain for an [`io::Error`] of a
 /// connection kind, a [`hyper::Error`] that says the connection closed or
-/// timed out, a hyper-util client's connect error (feature `hyper-util`) or a
+/// timed out, a hyper-util client's connect error or a
 /// `reqwest` connect or timeout error (feature `reqwest`). A breaker's
 /// [`Rejected`](crate::breaker::error::Rejected) is a `Failure`
 /// (`"breaker_open"`): retrying it would only queue more callers for the
@@ -201,7 +201,6 @@ impl HttpError for std::convert::Infallible {
     }
 }
 
-#[cfg(feature = "hyper-util")]
 impl HttpError for hyper_util::client::legacy::Error {
     fn as_error(&self) -> Option<&(dyn StdError + 'static)> {
         Some(self)
@@ -250,7 +249,6 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> Outcome {
                 return Outcome::retry("connection");
             }
         }
-        #[cfg(feature = "hyper-util")]
         if let Some(error) = error.downcast_ref::<hyper_util::client::legacy::Error>() {
             if error.is_connect() {
                 return Outcome::retry("connection");

@@ -28,9 +28,7 @@
 //!
 //! With the `reqwest` feature, [`HttpClassifier`] classifies
 //! `reqwest::Response`/`reqwest::Error` and [`IdempotentRequests`] copies
-//! `reqwest::Request`s with `try_clone`; with `hyper-util`, it recognises
-//! hyper-util's connect errors by type (they are recognised through their
-//! `io::Error` source either way).
+//! `reqwest::Request`s with `try_clone`.
 //!
 //! # Example: a client with retries that replays streaming bodies
 //!
