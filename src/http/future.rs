@@ -101,16 +101,17 @@ where
                     return Poll::Ready(Err(error.into()));
                 }
                 None => {
-                    let Reading { parts, chunks, .. } = this.reading.take().expect("set above");
-                    let body = match <[Bytes; 1]>::try_from(chunks) {
-                        Ok([chunk]) => chunk,
-                        Err(chunks) => {
-                            let mut all =
-                                BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-                            chunks.iter().for_each(|c| all.extend_from_slice(c));
-                            all.freeze()
-                        }
-                    };
+                    let Reading {
+                        parts, chunks, len, ..
+                    } = this.reading.take().expect("set above");
+                    // Copied into one buffer of its own, even when it came in
+                    // one chunk: a chunk is a slice of the client's read
+                    // buffer, and a cached slice would pin that whole buffer
+                    // (kilobytes per entry) and make the client allocate a
+                    // new one for every response.
+                    let mut body = BytesMut::with_capacity(len);
+                    chunks.iter().for_each(|c| body.extend_from_slice(c));
+                    let body = body.freeze();
                     return Poll::Ready(Ok(Collected::complete(Response::from_parts(parts, body))));
                 }
             }
