@@ -239,6 +239,12 @@ fn report() {
             ),
             (
                 "http_stack",
+                "without_cache",
+                "bare_client",
+                "hyper-util client, bare",
+            ),
+            (
+                "http_stack",
                 "hit",
                 "bare_client",
                 "hyper-util client, bare",

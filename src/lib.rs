@@ -32,10 +32,12 @@
 //! | [`cache`] | a cache on a bounded moka store: XFetch early refresh in the background, TTL jitter, coalesced misses, stale-while-revalidate and stale-if-error |
 //! | [`classify`] | the one [`Classify`] trait that tells every layer what a result means |
 //! | [`measure`] | spread statistics (peak per bucket, peak-to-mean, standard deviation, max concurrency) to prove that dephasing works |
-//! | [`telemetry`] | the names of the span fields and events every layer records |
+//! | `http` (feature `http`, default) | what an HTTP result means (`HttpClassifier`, `Retry-After`), which requests may be re-sent (`IdempotentRequests`), streaming bodies replayed by retries (`ReplayBody`), request keys and response fan-out for coalescing and caching (`RequestKey`, `FanoutLayer`) |
+//! | [`telemetry`] | the names of the span fields and events every layer records; with the `otel` feature, OpenTelemetry metrics |
 //!
-//! Not here yet (planned): HTTP classification (`Retry-After` parsing,
-//! idempotency, replayable bodies) and OpenTelemetry metrics.
+//! Features: `http` (default: the `http` module), `reqwest` (classify and
+//! re-send `reqwest` requests), `otel` (count through the `opentelemetry`
+//! metrics API).
 //!
 //! # Example
 //!
@@ -149,7 +151,9 @@ pub use crate::pace::{Pace, PaceLayer, Pacer};
 pub use crate::retry::{Retry, RetryLayer, RetryPolicy};
 pub use crate::throttle::{Throttle, ThrottleLayer, Throttler};
 
-/// The README's code blocks, compiled (and run) as doctests so they stay true.
-#[cfg(doctest)]
+/// The README's code blocks, compiled (and run) as doctests so they stay
+/// true. They use the HTTP integrations, so they are checked when the
+/// `http` and `reqwest` features are on (`cargo test --all-features`).
+#[cfg(all(doctest, feature = "http", feature = "reqwest"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
