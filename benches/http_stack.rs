@@ -57,6 +57,16 @@ where
     }
 }
 
+/// CPU time this thread has run, in nanoseconds (Linux's schedstat); the
+/// wall clock elsewhere.
+fn thread_cpu_ns() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| START.get_or_init(Instant::now).elapsed().as_nanos() as u64)
+}
+
 fn http_stack(c: &mut Criterion) {
     // Server and client on one thread: each request's time is the CPU work
     // of both ends plus the loopback syscalls, without the cross-thread
@@ -173,6 +183,57 @@ fn http_stack(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // Paired rounds: the machine's speed drifts by more than the overhead
+    // being measured between criterion's functions (run one after the
+    // other), so the ratios come from rounds that alternate the three
+    // clients, 500 requests each, and their median; each round is timed in
+    // CPU time of this thread (server and client both run on it), which
+    // leaves out the time the VM was not running us.
+    let rounds = 30;
+    let mut ratios = (Vec::new(), Vec::new());
+    runtime.block_on(async {
+        let (mut bare, mut full, mut lean) = (client.clone(), stack.clone(), without_cache.clone());
+        for _ in 0..rounds {
+            let time = |started: u64| (thread_cpu_ns() - started) as f64;
+            let started = thread_cpu_ns();
+            send(&mut bare, address, 500, &next).await;
+            let bare_s = time(started);
+            let started = thread_cpu_ns();
+            send(&mut full, address, 500, &next).await;
+            let full_s = time(started);
+            let started = thread_cpu_ns();
+            send(&mut lean, address, 500, &next).await;
+            let lean_s = time(started);
+            ratios.0.push(full_s / bare_s);
+            ratios.1.push(lean_s / bare_s);
+        }
+    });
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (miss, lean) = (median(&mut ratios.0), median(&mut ratios.1));
+    println!(
+        "\npaired rounds ({rounds} × 500 requests each), median ratio to the bare client [min, max]:"
+    );
+    println!(
+        "  whole stack, every request a cache miss: {:.2} [{:.2}, {:.2}]",
+        miss.0, miss.1, miss.2
+    );
+    println!(
+        "  without the cache:                       {:.2} [{:.2}, {:.2}]",
+        lean.0, lean.1, lean.2
+    );
+    let path = support::target_dir().join("http_stack_paired.json");
+    let json = serde_json::json!({
+        "rounds": rounds,
+        "requests_per_round": 500,
+        "miss_ratio": {"median": miss.0, "min": miss.1, "max": miss.2},
+        "without_cache_ratio": {"median": lean.0, "min": lean.1, "max": lean.2},
+    });
+    std::fs::write(&path, json.to_string()).expect("write the paired ratios");
+    println!("wrote {}", path.display());
 }
 
 fn span_tagging(c: &mut Criterion) {

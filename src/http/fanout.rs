@@ -54,8 +54,8 @@ where
 }
 
 /// A response that many callers can share: its body collected into
-/// [`Bytes`], or — when it was over the limit — the streaming response,
-/// which only one caller can take.
+/// [`Bytes`] (trailers, if any, are not kept), or — when it was over the
+/// limit — the streaming response, which only one caller can take.
 pub struct Collected<B> {
     kind: Kind<B>,
 }
