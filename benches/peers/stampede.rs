@@ -11,7 +11,7 @@
 //!   moka `get` (sync and future).
 //!
 //! ```text
-//! cargo bench --bench stampede
+//! cargo bench --bench peers -- coalesce cache_hit
 //! ```
 
 use std::future::Future;
@@ -30,7 +30,7 @@ use dephase::coalesce::CoalesceLayer;
 use tokio::sync::Notify;
 use tower::{Layer, Service, ServiceExt};
 
-mod support;
+use crate::support;
 
 const WAITERS: usize = 10_000;
 /// How long the call takes in the polls-per-waiter figure.
@@ -311,44 +311,40 @@ criterion_group! {
     targets = ten_thousand_waiters, uncontended, cache_hit
 }
 
-fn main() {
-    benches();
-    Criterion::default().configure_from_args().final_summary();
-    support::report(
-        "stampede_ratios.json",
-        &[
-            (
-                "coalesce_10000_waiters",
-                "dephase",
-                "tower_resilience_coalesce",
-                "tower-resilience-coalesce",
-            ),
-            (
-                "coalesce_10000_waiters",
-                "dephase",
-                "moka_get_with",
-                "moka get_with",
-            ),
-            (
-                "coalesce_10000_waiters",
-                "dephase",
-                "async_singleflight",
-                "async_singleflight",
-            ),
-            (
-                "coalesce_uncontended",
-                "dephase",
-                "moka_get_with",
-                "moka get_with",
-            ),
-            (
-                "coalesce_uncontended",
-                "dephase",
-                "async_singleflight",
-                "async_singleflight",
-            ),
-            ("cache_hit", "dephase", "moka_sync_get", "moka sync get"),
-            ("cache_hit", "dephase", "moka_future_get", "moka future get"),
-        ],
-    );
+/// (group, ours, peer, peer's name) for the ratio report.
+pub fn ratios() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
+    vec![
+        (
+            "coalesce_10000_waiters",
+            "dephase",
+            "tower_resilience_coalesce",
+            "tower-resilience-coalesce",
+        ),
+        (
+            "coalesce_10000_waiters",
+            "dephase",
+            "moka_get_with",
+            "moka get_with",
+        ),
+        (
+            "coalesce_10000_waiters",
+            "dephase",
+            "async_singleflight",
+            "async_singleflight",
+        ),
+        (
+            "coalesce_uncontended",
+            "dephase",
+            "moka_get_with",
+            "moka get_with",
+        ),
+        (
+            "coalesce_uncontended",
+            "dephase",
+            "async_singleflight",
+            "async_singleflight",
+        ),
+        ("cache_hit", "dephase", "moka_sync_get", "moka sync get"),
+        ("cache_hit", "dephase", "moka_future_get", "moka future get"),
+    ]
 }

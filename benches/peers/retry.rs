@@ -1,9 +1,10 @@
 //! Success-path cost of the Retry layer against tower's `Retry` with a
-//! `TpsBudget`, and the cost of budget operations against tower's budget —
+//! `TpsBudget` and tower-resilience's retry with its token-bucket budget,
+//! and the cost of budget operations against tower's budget —
 //! measured in the same run, reported as ratios.
 //!
 //! ```text
-//! cargo bench --bench retry
+//! cargo bench --bench peers -- retry_success_path budget
 //! ```
 
 use std::hint::black_box;
@@ -17,7 +18,7 @@ use dephase::retry::{Retry, RetryPolicy};
 use tower::Service;
 use tower::retry::budget::{Budget as _, TpsBudget};
 
-mod support;
+use crate::support;
 
 fn ready<S: Service<u64>>(service: &mut S) {
     let mut cx = Context::from_waker(Waker::noop());
@@ -117,6 +118,23 @@ fn success_path(c: &mut Criterion) {
     let ours = Retry::new(inner(), policy);
     bench_service(&mut group, "dephase", ours);
 
+    let budget = tower_resilience_retry::RetryBudgetBuilder::new()
+        .token_bucket()
+        .tokens_per_second(10.0)
+        .max_tokens(100)
+        .build()
+        .unwrap();
+    let resilience = tower_resilience_retry::RetryLayer::<u64, u64, ()>::builder()
+        .max_attempts(3)
+        .exponential_backoff(Duration::from_millis(100))
+        .budget(budget)
+        .build();
+    bench_service(
+        &mut group,
+        "tower_resilience",
+        tower::Layer::layer(&resilience, inner()),
+    );
+
     let tower = tower::retry::Retry::new(TowerPolicy::new(), inner());
     bench_service(&mut group, "tower", tower);
     let ours_nb = Retry::new(
@@ -172,43 +190,45 @@ criterion_group! {
     targets = success_path, budgets
 }
 
-fn main() {
-    benches();
-    Criterion::default().configure_from_args().final_summary();
-    support::report(
-        "retry_ratios.json",
-        &[
-            (
-                "retry_success_path",
-                "dephase",
-                "tower",
-                "tower Retry + TpsBudget",
-            ),
-            ("retry_success_path", "dephase", "bare", "no retry layer"),
-            (
-                "retry_success_path",
-                "tower",
-                "bare",
-                "(tower vs no retry layer)",
-            ),
-            (
-                "retry_success_path",
-                "dephase_no_budget",
-                "bare",
-                "no retry layer",
-            ),
-            (
-                "budget",
-                "ratio_deposit",
-                "tower_deposit",
-                "tower TpsBudget::deposit",
-            ),
-            (
-                "budget",
-                "ratio_withdraw",
-                "tower_withdraw",
-                "tower TpsBudget::withdraw",
-            ),
-        ],
-    );
+/// (group, ours, peer, peer's name) for the ratio report.
+pub fn ratios() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
+    vec![
+        (
+            "retry_success_path",
+            "dephase",
+            "tower",
+            "tower Retry + TpsBudget",
+        ),
+        (
+            "retry_success_path",
+            "dephase",
+            "tower_resilience",
+            "tower-resilience retry + token bucket",
+        ),
+        ("retry_success_path", "dephase", "bare", "no retry layer"),
+        (
+            "retry_success_path",
+            "tower",
+            "bare",
+            "(tower vs no retry layer)",
+        ),
+        (
+            "retry_success_path",
+            "dephase_no_budget",
+            "bare",
+            "no retry layer",
+        ),
+        (
+            "budget",
+            "ratio_deposit",
+            "tower_deposit",
+            "tower TpsBudget::deposit",
+        ),
+        (
+            "budget",
+            "ratio_withdraw",
+            "tower_withdraw",
+            "tower TpsBudget::withdraw",
+        ),
+    ]
 }

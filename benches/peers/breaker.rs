@@ -4,7 +4,7 @@
 //! run; ratios printed and written to `target/breaker_ratios.json`.
 //!
 //! ```text
-//! cargo bench --bench breaker
+//! cargo bench --bench peers -- breaker
 //! ```
 //!
 //! tower services (ours, tower-resilience) are timed as `poll_ready` +
@@ -25,7 +25,6 @@ use dephase::classify::Outcome;
 use failsafe::CircuitBreaker as _;
 use tower::{Layer, Service};
 
-mod support;
 
 /// Wakes a parked thread.
 struct Unpark(std::thread::Thread);
@@ -213,9 +212,8 @@ criterion_group! {
     targets = closed_path
 }
 
-fn main() {
-    benches();
-    Criterion::default().configure_from_args().final_summary();
+/// (group, ours, peer, peer's name) for the ratio report.
+pub fn ratios() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
     let mut pairs = Vec::new();
     for threads in ["1", "2"] {
         let group: &'static str =
@@ -241,5 +239,5 @@ fn main() {
             "recloser call (closure)",
         ));
     }
-    support::report("breaker_ratios.json", &pairs);
+    pairs
 }

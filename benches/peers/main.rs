@@ -1,0 +1,36 @@
+//! Every layer against its peers, measured in the same run and reported as
+//! ratios (`target/peers.json`, one JSON object per line:
+//! `{"bench","ours_ns","peer","peer_ns","ratio"}`).
+//!
+//! - `retry`: the success path against tower's `Retry` + `TpsBudget` and
+//!   tower-resilience's retry; budget operations against tower's budget;
+//! - `breaker`: the closed path against tower-resilience, recloser and
+//!   failsafe, on 1 and 2 threads;
+//! - `stampede`: 10 000 waiters on one key (time, and polls per waiter in
+//!   `target/stampede_polls.json`) against tower-resilience-coalesce, moka's
+//!   `get_with` and async_singleflight; the uncontended path; a cache hit
+//!   against moka's `get`.
+//!
+//! ```text
+//! cargo bench --bench peers
+//! cargo bench --bench peers -- breaker   # one family
+//! ```
+
+use criterion::Criterion;
+
+mod breaker;
+mod retry;
+mod stampede;
+#[path = "../support/mod.rs"]
+mod support;
+
+fn main() {
+    retry::benches();
+    breaker::benches();
+    stampede::benches();
+    Criterion::default().configure_from_args().final_summary();
+    let mut pairs = retry::ratios();
+    pairs.extend(breaker::ratios());
+    pairs.extend(stampede::ratios());
+    support::report("peers.json", &pairs);
+}

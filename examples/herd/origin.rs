@@ -1,0 +1,146 @@
+//! The origin every scenario calls: an axum server on `127.0.0.1:0`, on its
+//! own thread and runtime (as a server in another process would be), that
+//! records when each request arrived.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use dephase::BoxError;
+use dephase::measure::Recorder;
+use http_body_util::{BodyExt, Empty};
+use hyper::Uri;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::net::TcpSocket;
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::Instant;
+
+/// Requests `/work` serves at once; the rest get 503 + `Retry-After: 1`.
+pub const CAPACITY: usize = 32;
+/// How long `/work` takes for a request it accepts.
+pub const SERVICE_TIME: Duration = Duration::from_millis(25);
+/// How long `/report` takes to recompute (it has no capacity limit).
+pub const RECOMPUTE: Duration = Duration::from_millis(50);
+
+struct State_ {
+    capacity: Semaphore,
+    calls: Recorder,
+}
+
+async fn work(State(origin): State<Arc<State_>>) -> Response {
+    origin.calls.mark();
+    match origin.capacity.try_acquire() {
+        Ok(_permit) => {
+            tokio::time::sleep(SERVICE_TIME).await;
+            (StatusCode::OK, "done").into_response()
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "busy",
+        )
+            .into_response(),
+    }
+}
+
+async fn report(State(origin): State<Arc<State_>>) -> Response {
+    origin.calls.mark();
+    tokio::time::sleep(RECOMPUTE).await;
+    (StatusCode::OK, "the daily report").into_response()
+}
+
+/// A running origin.
+pub struct Origin {
+    pub addr: SocketAddr,
+    calls: Recorder,
+    stop: Arc<Notify>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Origin {
+    /// Binds a port now; refuses connections on it until `start + outage`,
+    /// then serves. Arrival times are recorded from `start`.
+    pub fn start(start: Instant, outage: Duration) -> Result<Origin, BoxError> {
+        let calls = Recorder::starting_at(start);
+        let state = Arc::new(State_ {
+            capacity: Semaphore::new(CAPACITY),
+            calls: calls.clone(),
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        // Bound but not listening: connections are refused, as when the origin is down.
+        let socket = TcpSocket::new_v4()?;
+        socket.bind("127.0.0.1:0".parse()?)?;
+        let addr = socket.local_addr()?;
+        let app = axum::Router::new()
+            .route("/work", axum::routing::get(work))
+            .route("/report", axum::routing::get(report))
+            .with_state(state);
+        let stop = Arc::new(Notify::new());
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            runtime.block_on(async move {
+                tokio::time::sleep_until(start + outage).await;
+                let listener = socket
+                    .listen(4096)
+                    .expect("listen on the bound origin socket");
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stopped.notified().await })
+                    .await
+                    .expect("the origin serves");
+            });
+        });
+        Ok(Origin {
+            addr,
+            calls,
+            stop,
+            thread,
+        })
+    }
+
+    /// `http://<addr><path>`.
+    pub fn uri(&self, path: &str) -> Uri {
+        format!("http://{}{path}", self.addr)
+            .parse()
+            .expect("a valid URI")
+    }
+
+    /// Stops the origin; returns the arrival times of the requests it got.
+    pub fn stop(self) -> Result<Vec<Duration>, BoxError> {
+        self.stop.notify_one();
+        self.thread
+            .join()
+            .map_err(|_| "the origin thread panicked")?;
+        Ok(self.calls.times())
+    }
+}
+
+/// The clients' HTTP client.
+pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// A new hyper-util client.
+pub fn client() -> HttpClient {
+    Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+/// One GET: the status and `Retry-After` (seconds), the body read.
+pub async fn get(
+    client: &HttpClient,
+    uri: Uri,
+) -> Result<(StatusCode, Option<Duration>), BoxError> {
+    let response = client.get(uri).await?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .map(Duration::from_secs);
+    response.into_body().collect().await?;
+    Ok((status, retry_after))
+}
