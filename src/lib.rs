@@ -82,7 +82,9 @@
 //! ```
 //!
 //! `cargo run --release --example herd` starts a real local HTTP origin and
-//! a herd of 500 clients and prints what jitter and a shared budget save.
+//! runs four herds against it — a retry storm, a cache stampede, a cron
+//! herd and a warm-up — naive and with dephase, and prints what each layer
+//! saved.
 
 #![warn(
     missing_docs,

@@ -25,7 +25,6 @@ use dephase::classify::Outcome;
 use failsafe::CircuitBreaker as _;
 use tower::{Layer, Service};
 
-
 /// Wakes a parked thread.
 struct Unpark(std::thread::Thread);
 

@@ -199,9 +199,12 @@ pub fn json(scenario: &Scenario, clients: usize, seed: u64) -> Result<serde_json
 
 /// Origin requests per 10 ms over time, naive and dephase on the same axes.
 pub fn svg(scenario: &Scenario, path: &Path) -> Result<(), BoxError> {
+    // Both series over the same buckets, zeros included, from 0 to one
+    // bucket past the last call of either run.
+    let last = |run: &Run| run.calls.last().copied().unwrap_or_default();
+    let end = last(&scenario.naive).max(last(&scenario.dephase));
+    let buckets = (end.as_millis() / BUCKET.as_millis()) as usize + 2;
     let series = |run: &Run| -> Vec<(f64, f64)> {
-        let end = run.calls.last().copied().unwrap_or_default();
-        let buckets = (end.as_millis() / BUCKET.as_millis()) as usize + 1;
         let mut counts = vec![0usize; buckets];
         for t in &run.calls {
             counts[(t.as_millis() / BUCKET.as_millis()) as usize] += 1;
@@ -214,12 +217,7 @@ pub fn svg(scenario: &Scenario, path: &Path) -> Result<(), BoxError> {
     };
     let naive = series(&scenario.naive);
     let dephase = series(&scenario.dephase);
-    let x_max = naive
-        .iter()
-        .chain(&dephase)
-        .map(|p| p.0)
-        .fold(0.0, f64::max)
-        + ms(BUCKET);
+    let x_max = buckets as f64 * ms(BUCKET);
     let y_max = naive
         .iter()
         .chain(&dephase)
