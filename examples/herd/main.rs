@@ -12,7 +12,8 @@
 //! report in 50 ms. Clients are hyper-util clients over loopback.
 //!
 //! - `retry_storm`: 500 clients at once, the origin down for a second;
-//!   fixed-interval retries against full jitter + a shared budget + deadline;
+//!   fixed-interval retries against full jitter + a shared budget + a
+//!   deadline + a circuit breaker;
 //! - `cache_stampede`: a hot key read 2000 times a second, cached for 2 s;
 //!   a plain TTL cache against dephase's cache (coalesced, XFetch, TTL jitter);
 //! - `cron_herd`: 200 jobs at the same period boundary; no offset against

@@ -8,7 +8,10 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use bytes::Bytes;
 use dephase::BoxError;
+use dephase::CircuitBreakerLayer;
 use dephase::backoff::{ExponentialBackoff, Jitter};
+use dephase::breaker::Breaker;
+use dephase::breaker::error::Rejected;
 use dephase::budget::{RatioBudget, RetryBudget, Withdrawal};
 use dephase::cache::{CacheLayer, Store, TtlJitter};
 use dephase::classify::{Classify, Outcome};
@@ -130,7 +133,7 @@ pub struct Reply {
 }
 
 /// Naive: every failure is retried at the fixed interval; hints are ignored.
-fn naive_classify(result: Result<&Reply, &CallError>) -> Outcome {
+fn naive_classify(result: Result<&Reply, &BoxError>) -> Outcome {
     match result {
         Ok(r) if r.status.is_success() => Outcome::Success,
         Ok(_) => Outcome::retry("unavailable"),
@@ -138,15 +141,31 @@ fn naive_classify(result: Result<&Reply, &CallError>) -> Outcome {
     }
 }
 
-/// Dephase: the same, but `Retry-After` is passed on as the server's hint.
-fn dephase_classify(result: Result<&Reply, &CallError>) -> Outcome {
+/// Dephase: the same, but `Retry-After` is passed on as the server's hint,
+/// and so is the time an open breaker asks callers to stay away.
+fn dephase_classify(result: Result<&Reply, &BoxError>) -> Outcome {
     match result {
         Ok(r) if r.status.is_success() => Outcome::Success,
         Ok(r) => Outcome::Retry {
             after: r.retry_after,
             reason: "unavailable",
         },
-        Err(_) => Outcome::retry("connect"),
+        Err(e) => match e.downcast_ref::<Rejected>() {
+            Some(rejected) => Outcome::Retry {
+                after: rejected.retry_after(),
+                reason: "breaker_open",
+            },
+            None => Outcome::retry("connect"),
+        },
+    }
+}
+
+/// What the breaker counts as a failure of the origin: no answer, or 5xx.
+fn breaker_classify(result: Result<&Reply, &CallError>) -> Outcome {
+    match result {
+        Ok(r) if r.status.is_server_error() => Outcome::failure("unavailable"),
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::failure("connect"),
     }
 }
 
@@ -190,9 +209,10 @@ impl<B: RetryBudget> RetryBudget for Counted<B> {
 async fn storm_run<C, B>(
     clients: usize,
     policy: RetryPolicy<C, CloneRequests, B>,
+    breaker: Breaker,
 ) -> Result<Run, BoxError>
 where
-    C: Classify<Reply, CallError> + Send + Sync + 'static,
+    C: Classify<Reply, BoxError> + Send + Sync + 'static,
     B: RetryBudget + Clone + Send + Sync + 'static,
 {
     let start = Instant::now() + LEAD;
@@ -216,6 +236,10 @@ where
     });
     let service = ServiceBuilder::new()
         .layer(RetryLayer::new(policy))
+        .layer(
+            CircuitBreakerLayer::new(breaker)
+                .classify(breaker_classify as fn(Result<&Reply, &CallError>) -> Outcome),
+        )
         .service(http);
     let (successes, latencies) = herd(clients, start, |_| {
         let (service, uri) = (service.clone(), uri.clone());
@@ -235,7 +259,7 @@ where
         latencies,
         window,
         extra: vec![(
-            "client attempts (refused ones included)",
+            "attempts that reached the network",
             attempts.load(Ordering::Relaxed).to_string(),
         )],
     })
@@ -254,7 +278,7 @@ pub async fn retry_storm(settings: Settings) -> Result<Scenario, BoxError> {
                 .jitter(Jitter::None)
                 .build()?,
         )
-        .classify(naive_classify as fn(Result<&Reply, &CallError>) -> Outcome)
+        .classify(naive_classify as fn(Result<&Reply, &BoxError>) -> Outcome)
         .build()?;
     let budget = Counted {
         inner: RatioBudget::builder()
@@ -278,10 +302,30 @@ pub async fn retry_storm(settings: Settings) -> Result<Scenario, BoxError> {
         )
         .budget(budget.clone())
         .deadline(DEADLINE)
-        .classify(dephase_classify as fn(Result<&Reply, &CallError>) -> Outcome)
+        .classify(dephase_classify as fn(Result<&Reply, &BoxError>) -> Outcome)
         .build()?;
-    let naive = storm_run(settings.clients, naive_policy).await?;
-    let mut dephase = storm_run(settings.clients, dephase_policy).await?;
+    // The naive client has no breaker (one held closed, so that both go
+    // through the same layers).
+    let none = Breaker::builder().build()?;
+    none.force_closed();
+    let naive = storm_run(settings.clients, naive_policy, none).await?;
+    // Opens when half the calls of the last second failed (at least 100);
+    // stays open 250 ms and more each time, jittered, then lets 10 probes in.
+    let breaker = Breaker::builder()
+        .failure_rate(0.5)
+        .minimum_calls(100)
+        .window(Duration::from_secs(1))
+        .open_time(
+            ExponentialBackoff::builder()
+                .base(Duration::from_millis(250))
+                .cap(Duration::from_secs(2))
+                .jitter(Jitter::Equal)
+                .seed(settings.seed)
+                .build()?,
+        )
+        .half_open_probes(10)
+        .build()?;
+    let mut dephase = storm_run(settings.clients, dephase_policy, breaker.clone()).await?;
     dephase.extra.push((
         "retries granted / denied by the budget",
         format!(
@@ -293,7 +337,7 @@ pub async fn retry_storm(settings: Settings) -> Result<Scenario, BoxError> {
     Ok(Scenario {
         name: "retry_storm",
         description: format!(
-            "{} clients call at the same instant; the origin is down for {OUTAGE:?}, then serves {} at a time ({:?} each) and answers 503 + Retry-After: 1 to the rest. naive: fixed {NAIVE_INTERVAL:?} retries. dephase: full jitter {DEPHASE_BASE:?}..{DEPHASE_CAP:?}, Retry-After as a floor, a ratio budget (20% + {}/s) shared by the herd, a {DEADLINE:?} deadline. {ATTEMPTS} attempts each.",
+            "{} clients call at the same instant; the origin is down for {OUTAGE:?}, then serves {} at a time ({:?} each) and answers 503 + Retry-After: 1 to the rest. naive: fixed {NAIVE_INTERVAL:?} retries. dephase: full jitter {DEPHASE_BASE:?}..{DEPHASE_CAP:?}, Retry-After as a floor, a ratio budget (20% + {}/s) shared by the herd, a {DEADLINE:?} deadline, a circuit breaker (opens at 50% failures of ≥ 100 calls in 1 s; jittered open time from 250 ms; 10 probes) whose retry-after is a floor too. {ATTEMPTS} attempts each.",
             settings.clients,
             origin::CAPACITY,
             origin::SERVICE_TIME,
