@@ -54,6 +54,12 @@ async fn report(State(origin): State<Arc<State_>>) -> Response {
     (StatusCode::OK, "the daily report").into_response()
 }
 
+/// The origin's port: listening, or bound and refusing until the outage ends.
+enum Port {
+    Listening(tokio::net::TcpListener),
+    Bound(TcpSocket),
+}
+
 /// A running origin.
 pub struct Origin {
     pub addr: SocketAddr,
@@ -84,12 +90,25 @@ impl Origin {
             .with_state(state);
         let stop = Arc::new(Notify::new());
         let stopped = stop.clone();
+        // Without an outage the port listens before this returns, so that
+        // no client can race the origin thread to it.
+        let port = if outage.is_zero() {
+            let _runtime = runtime.enter();
+            Port::Listening(socket.listen(4096)?)
+        } else {
+            Port::Bound(socket)
+        };
         let thread = std::thread::spawn(move || {
             runtime.block_on(async move {
-                tokio::time::sleep_until(start + outage).await;
-                let listener = socket
-                    .listen(4096)
-                    .expect("listen on the bound origin socket");
+                let listener = match port {
+                    Port::Listening(listener) => listener,
+                    Port::Bound(socket) => {
+                        tokio::time::sleep_until(start + outage).await;
+                        socket
+                            .listen(4096)
+                            .expect("listen on the bound origin socket")
+                    }
+                };
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async move { stopped.notified().await })
                     .await
