@@ -482,3 +482,31 @@ fn threads_share_flights_safely() {
         assert_eq!(svc.coalescer().in_flight(), 0);
     });
 }
+
+/// Regression: when the driving caller and the caller it woke to take over
+/// both go away before either is polled again (tasks aborted together are
+/// dropped in any order), the turn to drive still reaches a caller that is
+/// left. Before the fix the last caller waited for ever.
+#[tokio::test(start_paused = true)]
+async fn callers_that_leave_together_still_hand_the_call_over() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let origin = tower::service_fn(move |_: u8| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, std::io::Error>(7u8)
+        }
+    });
+    let service = ServiceBuilder::new()
+        .layer(CoalesceLayer::new(|k: &u8| Some(*k)))
+        .service(origin);
+    let mut callers: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(service.clone().oneshot(1)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let last = callers.pop().unwrap();
+    callers.iter().for_each(|c| c.abort());
+    assert_eq!(support::bounded(last).await.unwrap().unwrap(), 7);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

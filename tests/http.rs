@@ -670,3 +670,100 @@ impl std::error::Error for Wrapped {
         Some(&*self.0)
     }
 }
+
+/// Callers of a fanned-out call that go away do not take the call with them
+/// while one caller is left; when the last goes, the call is dropped and
+/// the key is free again.
+#[tokio::test(start_paused = true)]
+async fn fanned_out_callers_that_go_away_leave_nothing_behind() {
+    struct DropFlag(Arc<AtomicUsize>);
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let (calls, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counter, drops) = (calls.clone(), dropped.clone());
+    let origin = tower::service_fn(move |_request: Request<Empty<Bytes>>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        let flag = DropFlag(drops.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drop(flag);
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("report"))))
+        }
+    });
+    let service = ServiceBuilder::new()
+        .layer(FanoutLayer::new(
+            1024,
+            CoalesceLayer::new(RequestKey::new().into_fn()),
+        ))
+        .service(origin);
+    let get = || {
+        Request::get("http://origin/report")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+
+    // Ten callers; nine go away after 10 ms; the last still gets the body.
+    let mut callers: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(service.clone().oneshot(get())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let last = callers.pop().unwrap();
+    callers.iter().for_each(|c| c.abort());
+    let response = bounded(last).await.unwrap().unwrap();
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "report"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // Everyone goes away: the call is dropped, and the next caller calls anew.
+    let callers: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(service.clone().oneshot(get())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    callers.iter().for_each(|c| c.abort());
+    for caller in callers {
+        assert!(caller.await.unwrap_err().is_cancelled());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        2,
+        "both calls' futures are gone"
+    );
+    let response = bounded(service.oneshot(get())).await.unwrap();
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "report"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+/// A retried request dropped while its replayed body is half read leaves the
+/// record usable by nobody else and panics nowhere.
+#[tokio::test(start_paused = true)]
+async fn a_request_dropped_mid_retry_with_a_replay_body_is_released() {
+    let (origin, bodies) = echo(5);
+    let client = ServiceBuilder::new()
+        .layer(ReplayLayer::new(1024))
+        .layer(RetryLayer::new(http_policy(Duration::from_secs(1))))
+        .service(origin);
+    let request = Request::put("http://o/items/1")
+        .body(stream_body(&["one ", "two "], None))
+        .unwrap();
+    let call = tokio::spawn(client.oneshot(request));
+    tokio::time::sleep(Duration::from_millis(150)).await; // during a backoff
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    let sent = bodies.lock().unwrap().len();
+    assert!((1..=3).contains(&sent), "{sent}");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        bodies.lock().unwrap().len(),
+        sent,
+        "nothing is sent after the caller left"
+    );
+}

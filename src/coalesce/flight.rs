@@ -343,8 +343,11 @@ impl<K: Hash + Eq + Clone, T: Clone> Drop for Waiter<K, T> {
             flight.leave_table();
             return;
         }
-        if state.driver == Some(self.id) {
-            // Hand the driving to a waiter that is still there.
+        // Hand the driving to a waiter that is still there: if this waiter
+        // drove the call, or if nobody drives it — then this waiter may be
+        // the one a leaving driver woke to take over, and it must pass that
+        // on (callers that go away together leave in any order).
+        if state.driver.is_none_or(|d| d == self.id) {
             state.driver = None;
             let next = state.waiters.iter().flatten().next().cloned();
             drop(state);
