@@ -1,0 +1,140 @@
+//! Reliability under a total outage and under key churn (part of the
+//! reliability work; more lands with it). Paused time, fixed seeds.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dephase::BoxError;
+use dephase::backoff::{ExponentialBackoff, Jitter};
+use dephase::budget::{RatioBudget, RetryBudget, TokenBucket};
+use dephase::cache::{CacheLayer, Store};
+use dephase::coalesce::CoalesceLayer;
+use dephase::retry::{RetryLayer, RetryPolicy};
+use tower::{Layer, Service, ServiceExt};
+
+use support::bounded;
+
+/// Sends `rate` requests a second for `seconds` through a retry layer (3
+/// attempts, `budget`) to a backend that always fails; returns the backend's
+/// calls per request over the seconds after `warm_up`.
+async fn amplification<B>(budget: B, rate: u64, seconds: u64, warm_up: u64) -> f64
+where
+    B: RetryBudget + Clone + Send + Sync + 'static,
+{
+    let calls = Arc::new(AtomicU64::new(0));
+    let counter = calls.clone();
+    let backend = tower::service_fn(move |_: u64| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        async { Err::<u64, _>("the backend is down") }
+    });
+    let policy = RetryPolicy::builder()
+        .max_attempts(3)
+        .backoff(
+            ExponentialBackoff::builder()
+                .base(Duration::from_millis(10))
+                .cap(Duration::from_millis(100))
+                .jitter(Jitter::Full)
+                .seed(1)
+                .build()
+                .unwrap(),
+        )
+        .budget(budget)
+        .build()
+        .unwrap();
+    let service = RetryLayer::new(policy).layer(backend);
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / rate));
+    let (mut requests, mut calls_at_warm_up) = (0u64, 0u64);
+    let mut tasks = Vec::new();
+    for i in 0..rate * seconds {
+        tick.tick().await;
+        if i == rate * warm_up {
+            // Let the warm-up's retries finish, then count from here.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            calls_at_warm_up = calls.load(Ordering::Relaxed);
+            requests = 0;
+        }
+        requests += 1;
+        tasks.push(tokio::spawn(service.clone().oneshot(i)));
+    }
+    for task in tasks {
+        assert!(task.await.unwrap().is_err(), "the backend never answers");
+    }
+    (calls.load(Ordering::Relaxed) - calls_at_warm_up) as f64 / requests as f64
+}
+
+/// The SRE book's figure: per-request attempts (3) plus a per-client budget
+/// (10%) hold a failing backend's load to about 1.1× the requests, where 3
+/// attempts alone would triple it.
+#[tokio::test(start_paused = true)]
+async fn a_ratio_budget_holds_amplification_to_one_point_one_in_a_total_outage() {
+    let budget = RatioBudget::builder()
+        .ratio(0.1)
+        .min_per_sec(0)
+        .ttl(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let ratio = bounded(amplification(budget, 100, 60, 10)).await;
+    eprintln!("ratio budget 10%, 3 attempts: {ratio:.4} backend calls per request");
+    assert!(ratio <= 1.1 + 1e-9, "{ratio} backend calls per request");
+    assert!(ratio >= 1.05, "the budget still grants its 10%: {ratio}");
+
+    // Without a budget the same client triples the load.
+    let ratio = bounded(amplification(dephase::budget::NoBudget, 100, 20, 5)).await;
+    eprintln!("no budget, 3 attempts: {ratio:.4} backend calls per request");
+    assert!((ratio - 3.0).abs() < 1e-9, "{ratio}");
+}
+
+/// A token bucket (AWS standard: 500 tokens, 5 per retry, refilled only by
+/// successes) drains in a total outage and then allows no retry at all.
+#[tokio::test(start_paused = true)]
+async fn a_token_bucket_drains_and_stops_retrying_in_a_total_outage() {
+    let ratio = bounded(amplification(TokenBucket::aws_standard(), 100, 30, 5)).await;
+    eprintln!("token bucket (AWS standard), 3 attempts: {ratio:.4} backend calls per request");
+    assert!(ratio <= 1.1, "{ratio} backend calls per request");
+    assert_eq!(ratio, 1.0, "after 100 retries the bucket is empty");
+}
+
+/// A million distinct keys through coalescing: every flight leaves the
+/// table when it ends; nothing is left behind.
+#[tokio::test(start_paused = true)]
+async fn a_million_keys_through_coalesce_leave_the_table_empty() {
+    let inner = tower::service_fn(|k: u64| async move {
+        tokio::task::yield_now().await; // not ready at once: a real flight
+        Ok::<_, BoxError>(k)
+    });
+    let mut service = CoalesceLayer::new(|k: &u64| Some(*k)).layer(inner);
+    let coalescer = service.coalescer().clone();
+    let mut pending = Vec::with_capacity(1000);
+    for k in 0..1_000_000u64 {
+        pending.push(service.ready().await.unwrap().call(k));
+        if pending.len() == 1000 {
+            assert_eq!(coalescer.in_flight(), 1000);
+            for (i, call) in pending.drain(..).enumerate() {
+                assert_eq!(call.await.unwrap(), k + 1 - 1000 + i as u64);
+            }
+        }
+    }
+    assert_eq!(coalescer.in_flight(), 0);
+}
+
+/// A million distinct keys through the cache: the store stays within its
+/// capacity and no load is left in flight.
+#[tokio::test(start_paused = true)]
+async fn a_million_keys_through_the_cache_stay_within_its_capacity() {
+    let store = Store::builder(10_000)
+        .ttl(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let mut service = CacheLayer::new(store.clone(), |k: &u64| Some(*k)).layer(tower::service_fn(
+        |k: u64| async move { Ok::<_, BoxError>(k) },
+    ));
+    for k in 0..1_000_000u64 {
+        assert_eq!(service.ready().await.unwrap().call(k).await.unwrap(), k);
+    }
+    assert!(store.len() <= 10_000, "{} entries", store.len());
+    assert!(!store.is_empty());
+    assert_eq!(store.loads_in_flight(), 0);
+}
