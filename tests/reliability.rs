@@ -138,3 +138,215 @@ async fn a_million_keys_through_the_cache_stay_within_its_capacity() {
     assert!(!store.is_empty());
     assert_eq!(store.loads_in_flight(), 0);
 }
+
+/// Every builder's invalid values, as a table: each is a `ConfigError`
+/// naming its field — never a panic, never a value silently accepted.
+#[test]
+fn invalid_settings_are_errors_that_name_their_field() {
+    use dephase::breaker::Breaker;
+    use dephase::measure::Spread;
+    use dephase::offset::Offset;
+    use dephase::pace::Pacer;
+    use dephase::throttle::Throttler;
+    use dephase::{ConfigError, ExponentialBackoff};
+
+    fn field<T: std::fmt::Debug>(result: Result<T, ConfigError>) -> &'static str {
+        result.expect_err("an invalid value was accepted").field()
+    }
+    let ms = Duration::from_millis;
+    let nan = f64::NAN;
+    let cases: Vec<(&str, &'static str)> = vec![
+        // backoff
+        (
+            field(ExponentialBackoff::builder().base(Duration::ZERO).build()),
+            "backoff.base",
+        ),
+        (
+            field(
+                ExponentialBackoff::builder()
+                    .base(ms(10))
+                    .cap(ms(5))
+                    .build(),
+            ),
+            "backoff.cap",
+        ),
+        (
+            field(ExponentialBackoff::builder().multiplier(nan).build()),
+            "backoff.multiplier",
+        ),
+        (
+            field(ExponentialBackoff::builder().multiplier(0.5).build()),
+            "backoff.multiplier",
+        ),
+        (
+            field(
+                ExponentialBackoff::builder()
+                    .multiplier(f64::INFINITY)
+                    .build(),
+            ),
+            "backoff.multiplier",
+        ),
+        // budgets
+        (
+            field(RatioBudget::builder().ratio(-0.1).build()),
+            "budget.ratio",
+        ),
+        (
+            field(RatioBudget::builder().ratio(nan).build()),
+            "budget.ratio",
+        ),
+        (
+            field(RatioBudget::builder().ratio(11.0).build()),
+            "budget.ratio",
+        ),
+        (
+            field(RatioBudget::builder().ttl(ms(10)).build()),
+            "budget.ttl",
+        ),
+        (
+            field(RatioBudget::builder().ttl(Duration::from_secs(61)).build()),
+            "budget.ttl",
+        ),
+        (
+            field(TokenBucket::builder().capacity(0.0).build()),
+            "budget.capacity",
+        ),
+        (
+            field(TokenBucket::builder().capacity(-1.0).build()),
+            "budget.capacity",
+        ),
+        (
+            field(TokenBucket::builder().capacity(nan).build()),
+            "budget.capacity",
+        ),
+        (
+            field(TokenBucket::builder().retry_cost(-5.0).build()),
+            "budget.retry_cost",
+        ),
+        (
+            field(TokenBucket::builder().failure_cost(nan).build()),
+            "budget.failure_cost",
+        ),
+        (
+            field(TokenBucket::builder().success_reward(-1.0).build()),
+            "budget.success_reward",
+        ),
+        (
+            field(TokenBucket::builder().initial(1e9).build()),
+            "budget.initial",
+        ),
+        (field(TokenBucket::grpc(0.0, 0.1)), "budget.max_tokens"),
+        (field(TokenBucket::grpc(2000.0, 0.1)), "budget.max_tokens"),
+        (field(TokenBucket::grpc(10.0, nan)), "budget.token_ratio"),
+        // breaker
+        (
+            field(Breaker::builder().failure_rate(0.0).build()),
+            "breaker.failure_rate",
+        ),
+        (
+            field(Breaker::builder().failure_rate(1.5).build()),
+            "breaker.failure_rate",
+        ),
+        (
+            field(Breaker::builder().failure_rate(nan).build()),
+            "breaker.failure_rate",
+        ),
+        (
+            field(Breaker::builder().minimum_calls(0).build()),
+            "breaker.minimum_calls",
+        ),
+        (
+            field(Breaker::builder().window(Duration::ZERO).build()),
+            "breaker.window",
+        ),
+        (
+            field(Breaker::builder().buckets(0).build()),
+            "breaker.buckets",
+        ),
+        (
+            field(Breaker::builder().consecutive_failures(0).build()),
+            "breaker.consecutive_failures",
+        ),
+        // pace
+        (field(Pacer::builder().build()), "pace.rate"),
+        (
+            field(Pacer::builder().rate(0, Duration::from_secs(1)).build()),
+            "pace.rate",
+        ),
+        (
+            field(Pacer::builder().rate(10, Duration::ZERO).build()),
+            "pace.period",
+        ),
+        (
+            field(
+                Pacer::builder()
+                    .rate(10, Duration::from_secs(1))
+                    .burst(0)
+                    .build(),
+            ),
+            "pace.burst",
+        ),
+        // throttle
+        (field(Throttler::builder().k(0.5).build()), "throttle.k"),
+        (field(Throttler::builder().k(nan).build()), "throttle.k"),
+        (
+            field(Throttler::builder().window(Duration::ZERO).build()),
+            "throttle.window",
+        ),
+        (
+            field(Throttler::builder().buckets(0).build()),
+            "throttle.buckets",
+        ),
+        // cache
+        (
+            field(Store::<u64, u64>::builder(0).build()),
+            "cache.max_capacity",
+        ),
+        (
+            field(Store::<u64, u64>::builder(10).ttl(Duration::ZERO).build()),
+            "cache.ttl",
+        ),
+        (
+            field(Store::<u64, u64>::builder(10).beta(0.0).build()),
+            "cache.beta",
+        ),
+        (
+            field(Store::<u64, u64>::builder(10).beta(-1.0).build()),
+            "cache.beta",
+        ),
+        (
+            field(Store::<u64, u64>::builder(10).beta(nan).build()),
+            "cache.beta",
+        ),
+        (
+            field(
+                Store::<u64, u64>::builder(10)
+                    .negative_ttl(Duration::ZERO)
+                    .build(),
+            ),
+            "cache.negative_ttl",
+        ),
+        // offsets and measures
+        (field(Offset::hash("job", Duration::ZERO)), "offset.window"),
+        (
+            field(Offset::index(5, 5, Duration::from_secs(1))),
+            "offset.index",
+        ),
+        (
+            field(Offset::index(0, 0, Duration::from_secs(1))),
+            "offset.count",
+        ),
+        (
+            field(Spread::by_width(&[ms(1)], Duration::ZERO)),
+            "measure.width",
+        ),
+        (field(Spread::by_count(&[ms(1)], 0)), "measure.buckets"),
+        (
+            field(Spread::in_window(&[ms(1)], ms(5)..ms(5), 10)),
+            "measure.window",
+        ),
+    ];
+    for (i, (got, expected)) in cases.iter().enumerate() {
+        assert_eq!(got, expected, "case {i}");
+    }
+}
