@@ -101,8 +101,8 @@ async fn every_request_resolves_through_an_outage_and_breakers_probe_apart() {
     // admit its first probes. (The half-open state itself is entered at the
     // next call after that, and the clients' calls are evenly timed, so
     // observing it would measure the clients, not the breakers.)
-    let seen: Arc<Mutex<Vec<(Option<Duration>, Option<Duration>)>>> =
-        Arc::new(Mutex::new(vec![(None, None); CLIENTS]));
+    type Seen = Vec<(Option<Duration>, Option<Duration>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::new(Mutex::new(vec![(None, None); CLIENTS]));
     let monitor = {
         let (breakers, seen) = (breakers.clone(), seen.clone());
         tokio::spawn(async move {
