@@ -350,3 +350,270 @@ fn invalid_settings_are_errors_that_name_their_field() {
         assert_eq!(got, expected, "case {i}");
     }
 }
+
+mod cancellation {
+    //! Random drop points across the stack — retry (with a budget), circuit
+    //! breaker, pace, coalesce — and across the cache, under paused time.
+    //! After each case: no flight or load left in a table, every budget
+    //! withdrawal either spent on a real re-send or refunded, the breaker
+    //! and the pacer still admit callers, and nothing left pending.
+
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use dephase::breaker::Breaker;
+    use dephase::budget::Withdrawal;
+    use dephase::pace::{PaceLayer, Pacer};
+    use dephase::{CircuitBreakerLayer, Coalesce};
+    use proptest::prelude::*;
+    use tower::ServiceBuilder;
+
+    use super::*;
+
+    /// One request of a case.
+    #[derive(Debug, Clone)]
+    struct Req {
+        id: usize,
+        key: u8,
+        fail: bool,
+        delay_ms: u64,
+    }
+
+    /// Counts what a budget grants and what comes back.
+    #[derive(Clone)]
+    struct Counting {
+        inner: TokenBucket,
+        granted: Arc<AtomicU64>,
+        refunded: Arc<AtomicU64>,
+    }
+
+    impl RetryBudget for Counting {
+        fn deposit(&self) {
+            self.inner.deposit();
+        }
+        fn withdraw(&self) -> Option<Withdrawal> {
+            let w = self.inner.withdraw();
+            if w.is_some() {
+                self.granted.fetch_add(1, Ordering::SeqCst);
+            }
+            w
+        }
+        fn refund(&self, withdrawal: Withdrawal) {
+            self.refunded.fetch_add(1, Ordering::SeqCst);
+            self.inner.refund(withdrawal);
+        }
+        fn on_success(&self, retry: Option<Withdrawal>) {
+            self.inner.on_success(retry);
+        }
+        fn on_failure(&self) {
+            self.inner.on_failure();
+        }
+        fn balance(&self) -> f64 {
+            self.inner.balance()
+        }
+    }
+
+    fn request() -> impl Strategy<Value = (u8, bool, u64, Option<u64>)> {
+        (
+            0u8..3,
+            any::<bool>(),
+            0u64..80,
+            proptest::option::of(0u64..400),
+        )
+    }
+
+    async fn stack_case(requests: Vec<(u8, bool, u64, Option<u64>)>) {
+        let budget = Counting {
+            inner: TokenBucket::builder().capacity(50.0).build().unwrap(),
+            granted: Arc::default(),
+            refunded: Arc::default(),
+        };
+        let attempts: Arc<Mutex<HashMap<usize, u64>>> = Arc::default();
+        let log = attempts.clone();
+        let breaker = Breaker::builder()
+            .consecutive_failures(3)
+            .open_time(
+                ExponentialBackoff::builder()
+                    .base(Duration::from_millis(50))
+                    .cap(Duration::from_millis(200))
+                    .seed(3)
+                    .build()
+                    .unwrap(),
+            )
+            .half_open_probes(2)
+            .build()
+            .unwrap();
+        let pacer = Pacer::builder()
+            .rate(100, Duration::from_secs(1))
+            .max_wait(Duration::from_secs(1))
+            .seed(4)
+            .build()
+            .unwrap();
+        let origin = tower::service_fn(|r: Req| async move {
+            tokio::time::sleep(Duration::from_millis(r.delay_ms)).await;
+            if r.fail {
+                Err::<usize, BoxError>("scripted failure".into())
+            } else {
+                Ok(r.id)
+            }
+        });
+        let coalesce: Coalesce<_, _, u8, usize> = Coalesce::new(origin, |r: &Req| Some(r.key));
+        let coalescer = coalesce.coalescer().clone();
+        let below_retry = ServiceBuilder::new()
+            .map_request(move |r: Req| {
+                *log.lock().unwrap().entry(r.id).or_default() += 1;
+                r
+            })
+            .layer(CircuitBreakerLayer::new(breaker.clone()))
+            .layer(PaceLayer::new(pacer.clone()))
+            .service(coalesce);
+        let policy = RetryPolicy::builder()
+            .max_attempts(3)
+            .backoff(
+                ExponentialBackoff::builder()
+                    .base(Duration::from_millis(10))
+                    .cap(Duration::from_millis(100))
+                    .jitter(Jitter::Full)
+                    .seed(5)
+                    .build()
+                    .unwrap(),
+            )
+            .budget(budget.clone())
+            .build()
+            .unwrap();
+        let service = RetryLayer::new(policy).layer(below_retry);
+
+        let mut tasks = Vec::new();
+        for (id, (key, fail, delay_ms, drop_after)) in requests.into_iter().enumerate() {
+            let call = service.clone().oneshot(Req {
+                id,
+                key,
+                fail,
+                delay_ms,
+            });
+            let task = tokio::spawn(call);
+            let abort = task.abort_handle();
+            if let Some(after) = drop_after {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(after)).await;
+                    abort.abort();
+                });
+            }
+            tasks.push(task);
+        }
+        let tasks_cancelled = AtomicU64::new(0);
+        for task in tasks {
+            // Done, failed, or cancelled — but never left pending.
+            if bounded(task).await.is_err_and(|e| e.is_cancelled()) {
+                tasks_cancelled.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+
+        assert_eq!(coalescer.in_flight(), 0, "a flight was left in the table");
+        let resends: u64 = attempts.lock().unwrap().values().map(|n| n - 1).sum();
+        let (granted, refunded) = (
+            budget.granted.load(Ordering::SeqCst),
+            budget.refunded.load(Ordering::SeqCst),
+        );
+        assert_eq!(
+            granted - refunded,
+            resends,
+            "every withdrawal is spent or refunded"
+        );
+        if std::env::var("STATS").is_ok() {
+            let dropped = tasks_cancelled.load(Ordering::SeqCst);
+            eprintln!(
+                "granted {granted} refunded {refunded} resends {resends} cancelled {dropped}"
+            );
+        }
+        // The breaker admits again (no half-open permit was lost), and the
+        // pacer releases the next caller at once.
+        drop(breaker.acquire().expect("the breaker admits a probe"));
+        assert_eq!(bounded(pacer.wait()).await.unwrap(), Duration::ZERO);
+        let ok = bounded(service.oneshot(Req {
+            id: 999,
+            key: 9,
+            fail: false,
+            delay_ms: 1,
+        }))
+        .await;
+        assert_eq!(ok.unwrap(), 999, "the stack still serves");
+    }
+
+    async fn cache_case(requests: Vec<(u8, bool, u64, Option<u64>)>) {
+        let store = Store::builder(100)
+            .ttl(Duration::from_millis(100))
+            .seed(6)
+            .build()
+            .unwrap();
+        let service = CacheLayer::new(store.clone(), |r: &Req| Some(r.key)).layer(
+            tower::service_fn(|r: Req| async move {
+                tokio::time::sleep(Duration::from_millis(r.delay_ms)).await;
+                if r.fail {
+                    Err::<usize, BoxError>("scripted failure".into())
+                } else {
+                    Ok(r.id)
+                }
+            }),
+        );
+        let mut tasks = Vec::new();
+        for (id, (key, fail, delay_ms, drop_after)) in requests.into_iter().enumerate() {
+            let task = tokio::spawn(service.clone().oneshot(Req {
+                id,
+                key,
+                fail,
+                delay_ms,
+            }));
+            let abort = task.abort_handle();
+            if let Some(after) = drop_after {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(after)).await;
+                    abort.abort();
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(delay_ms / 4)).await; // arrivals spread a little
+            tasks.push(task);
+        }
+        for task in tasks {
+            let _ = bounded(task).await;
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(store.loads_in_flight(), 0, "a load was left in flight");
+        let ok = bounded(service.oneshot(Req {
+            id: 999,
+            key: 9,
+            fail: false,
+            delay_ms: 1,
+        }))
+        .await;
+        assert_eq!(ok.unwrap(), 999, "the cache still serves");
+    }
+
+    fn paused<F: std::future::Future<Output = ()>>(case: F) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(case);
+    }
+
+    proptest! {
+        #![proptest_config(support::proptest_config(256))]
+
+        #[test]
+        fn drops_anywhere_in_the_stack_leave_nothing_behind(
+            requests in proptest::collection::vec(request(), 1..25)
+        ) {
+            paused(stack_case(requests));
+        }
+
+        #[test]
+        fn drops_anywhere_in_the_cache_leave_nothing_behind(
+            requests in proptest::collection::vec(request(), 1..25)
+        ) {
+            paused(cache_case(requests));
+        }
+    }
+}
