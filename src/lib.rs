@@ -137,6 +137,7 @@ pub mod offset;
 pub mod pace;
 pub mod retry;
 mod rng;
+mod sync;
 pub mod telemetry;
 pub mod throttle;
 mod window;

@@ -12,7 +12,9 @@
 //! negative amount, [`Window::sum_signed`]) or as two 32-bit counters packed
 //! together ([`pair`], [`Window::sum_pairs`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use crate::sync::AtomicU64;
 use std::time::Duration;
 
 use tokio::time::Instant;
