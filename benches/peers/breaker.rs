@@ -1,7 +1,7 @@
 //! The closed-path cost of a circuit breaker — what every healthy call pays
 //! — against tower-resilience's circuit breaker, failsafe and recloser, on
 //! one thread and on two threads sharing one breaker. Measured in the same
-//! run; ratios printed and written to `target/breaker_ratios.json`.
+//! run; ratios printed and written to `target/peers.json` (with the other peers).
 //!
 //! ```text
 //! cargo bench --bench peers -- breaker
