@@ -39,16 +39,22 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 mod support;
 
-/// Sends `n` GETs one after another through `service`, reading each body.
-async fn send<S, B>(service: &mut S, address: std::net::SocketAddr, n: u64, next: &AtomicU64)
-where
+/// Sends `n` GETs one after another through `service`, reading each body;
+/// each to `/items/<next>`, `next` advanced by `step` (0: always the same item).
+async fn send<S, B>(
+    service: &mut S,
+    address: std::net::SocketAddr,
+    n: u64,
+    next: &AtomicU64,
+    step: u64,
+) where
     S: Service<http::Request<Empty<Bytes>>, Response = http::Response<B>>,
     S::Error: std::fmt::Debug,
     B: http_body::Body,
     B::Error: std::fmt::Debug,
 {
     for _ in 0..n {
-        let id = next.fetch_add(1, Ordering::Relaxed);
+        let id = next.fetch_add(step, Ordering::Relaxed);
         let request = http::Request::get(format!("http://{address}/items/{id}"))
             .body(Empty::new())
             .unwrap();
@@ -65,6 +71,23 @@ fn thread_cpu_ns() -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| START.get_or_init(Instant::now).elapsed().as_nanos() as u64)
+}
+
+/// The retry policy of both stacks: 3 attempts, a ratio budget, HTTP rules.
+fn retry_policy() -> RetryPolicy<HttpClassifier, IdempotentRequests, RatioBudget> {
+    RetryPolicy::builder()
+        .max_attempts(3)
+        .backoff(ExponentialBackoff::builder().build().unwrap())
+        .budget(RatioBudget::builder().build().unwrap())
+        .classify(HttpClassifier::new())
+        .clone_requests(IdempotentRequests::new())
+        .build()
+        .unwrap()
+}
+
+/// The breaker of both stacks, classifying the HTTP way.
+fn breaker() -> CircuitBreakerLayer<HttpClassifier> {
+    CircuitBreakerLayer::new(Breaker::builder().build().unwrap()).classify(HttpClassifier::new())
 }
 
 fn http_stack(c: &mut Criterion) {
@@ -93,41 +116,19 @@ fn http_stack(c: &mut Criterion) {
         .store_if(Collected::is_cacheable)
         .build()
         .unwrap();
-    let policy = RetryPolicy::builder()
-        .max_attempts(3)
-        .backoff(ExponentialBackoff::builder().build().unwrap())
-        .budget(RatioBudget::builder().build().unwrap())
-        .classify(HttpClassifier::new())
-        .clone_requests(IdempotentRequests::new())
-        .build()
-        .unwrap();
     let cache_and_coalesce = ServiceBuilder::new()
         .layer(CacheLayer::new(store, RequestKey::new().into_fn()))
         .layer(CoalesceLayer::new(RequestKey::new().into_fn()))
         .into_inner();
     let stack = ServiceBuilder::new()
-        .layer(RetryLayer::new(policy))
-        .layer(
-            CircuitBreakerLayer::new(Breaker::builder().build().unwrap())
-                .classify(HttpClassifier::new()),
-        )
+        .layer(RetryLayer::new(retry_policy()))
+        .layer(breaker())
         .layer(FanoutLayer::new(64 * 1024, cache_and_coalesce))
         .service(client.clone());
 
-    let policy = RetryPolicy::builder()
-        .max_attempts(3)
-        .backoff(ExponentialBackoff::builder().build().unwrap())
-        .budget(RatioBudget::builder().build().unwrap())
-        .classify(HttpClassifier::new())
-        .clone_requests(IdempotentRequests::new())
-        .build()
-        .unwrap();
     let without_cache = ServiceBuilder::new()
-        .layer(RetryLayer::new(policy))
-        .layer(
-            CircuitBreakerLayer::new(Breaker::builder().build().unwrap())
-                .classify(HttpClassifier::new()),
-        )
+        .layer(RetryLayer::new(retry_policy()))
+        .layer(breaker())
         .layer(FanoutLayer::new(
             64 * 1024,
             CoalesceLayer::new(RequestKey::new().into_fn()),
@@ -136,52 +137,31 @@ fn http_stack(c: &mut Criterion) {
 
     let next = AtomicU64::new(0);
     let mut group = c.benchmark_group("http_stack");
-    group.bench_function("bare_client", |b| {
-        b.iter_custom(|iters| {
-            let mut client = client.clone();
-            runtime.block_on(async {
-                let started = Instant::now();
-                send(&mut client, address, iters, &next).await;
-                started.elapsed()
+    let hot = AtomicU64::new(u64::MAX / 2);
+    runtime.block_on(send(&mut stack.clone(), address, 1, &hot, 0)); // cached from now on
+    let runs: [(&str, &AtomicU64, u64); 4] = [
+        ("bare_client", &next, 1),
+        ("miss", &next, 1),
+        ("without_cache", &next, 1),
+        ("hit", &hot, 0),
+    ];
+    for (name, ids, step) in runs {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                runtime.block_on(async {
+                    let started = Instant::now();
+                    match name {
+                        "bare_client" => send(&mut client.clone(), address, iters, ids, step).await,
+                        "without_cache" => {
+                            send(&mut without_cache.clone(), address, iters, ids, step).await
+                        }
+                        _ => send(&mut stack.clone(), address, iters, ids, step).await,
+                    }
+                    started.elapsed()
+                })
             })
-        })
-    });
-    group.bench_function("miss", |b| {
-        b.iter_custom(|iters| {
-            let mut stack = stack.clone();
-            runtime.block_on(async {
-                let started = Instant::now();
-                send(&mut stack, address, iters, &next).await;
-                started.elapsed()
-            })
-        })
-    });
-    group.bench_function("without_cache", |b| {
-        b.iter_custom(|iters| {
-            let mut stack = without_cache.clone();
-            runtime.block_on(async {
-                let started = Instant::now();
-                send(&mut stack, address, iters, &next).await;
-                started.elapsed()
-            })
-        })
-    });
-    group.bench_function("hit", |b| {
-        let hot = AtomicU64::new(0);
-        let mut stack = stack.clone();
-        runtime.block_on(send(&mut stack, address, 1, &AtomicU64::new(u64::MAX / 2)));
-        b.iter_custom(|iters| {
-            let mut stack = stack.clone();
-            runtime.block_on(async {
-                let started = Instant::now();
-                for _ in 0..iters {
-                    hot.store(u64::MAX / 2, Ordering::Relaxed);
-                    send(&mut stack, address, 1, &hot).await;
-                }
-                started.elapsed()
-            })
-        })
-    });
+        });
+    }
     group.finish();
 
     // Paired rounds: the machine's speed drifts by more than the overhead
@@ -197,13 +177,13 @@ fn http_stack(c: &mut Criterion) {
         for _ in 0..rounds {
             let time = |started: u64| (thread_cpu_ns() - started) as f64;
             let started = thread_cpu_ns();
-            send(&mut bare, address, 500, &next).await;
+            send(&mut bare, address, 500, &next, 1).await;
             let bare_s = time(started);
             let started = thread_cpu_ns();
-            send(&mut full, address, 500, &next).await;
+            send(&mut full, address, 500, &next, 1).await;
             let full_s = time(started);
             let started = thread_cpu_ns();
-            send(&mut lean, address, 500, &next).await;
+            send(&mut lean, address, 500, &next, 1).await;
             let lean_s = time(started);
             ratios.0.push(full_s / bare_s);
             ratios.1.push(lean_s / bare_s);

@@ -542,15 +542,23 @@ where
     results
 }
 
+/// Coalescing keyed by method and URI, bodies shared up to `limit` bytes.
+fn coalescing<B>(
+    limit: usize,
+) -> FanoutLayer<
+    CoalesceLayer<
+        impl Fn(&Request<Empty<Bytes>>) -> Option<dephase::http::HttpKey> + Clone,
+        dephase::http::HttpKey,
+        Collected<B>,
+    >,
+> {
+    FanoutLayer::new(limit, CoalesceLayer::new(RequestKey::new().into_fn()))
+}
+
 #[tokio::test(start_paused = true)]
 async fn coalesced_followers_get_a_copy_of_a_body_within_the_limit() {
     let (origin, calls) = slow_origin(3000, false);
-    let service = ServiceBuilder::new()
-        .layer(FanoutLayer::new(
-            4096,
-            CoalesceLayer::new(RequestKey::new().into_fn()),
-        ))
-        .service(origin);
+    let service = coalescing(4096).layer(origin);
     let results = bounded(herd(service, 50)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert!(
@@ -563,12 +571,7 @@ async fn coalesced_followers_get_a_copy_of_a_body_within_the_limit() {
 #[tokio::test(start_paused = true)]
 async fn over_the_limit_each_follower_makes_its_own_call() {
     let (origin, calls) = slow_origin(10_000, false);
-    let service = ServiceBuilder::new()
-        .layer(FanoutLayer::new(
-            4096,
-            CoalesceLayer::new(RequestKey::new().into_fn()),
-        ))
-        .service(origin);
+    let service = coalescing(4096).layer(origin);
     let results = bounded(herd(service, 20)).await;
     assert_eq!(
         calls.load(Ordering::SeqCst),
@@ -586,12 +589,7 @@ async fn over_the_limit_each_follower_makes_its_own_call() {
 #[tokio::test(start_paused = true)]
 async fn a_body_that_errors_mid_stream_fails_every_caller_and_frees_the_key() {
     let (origin, calls) = slow_origin(3000, true);
-    let service = ServiceBuilder::new()
-        .layer(FanoutLayer::new(
-            4096,
-            CoalesceLayer::new(RequestKey::new().into_fn()),
-        ))
-        .service(origin);
+    let service = coalescing(4096).layer(origin);
     let results = bounded(herd(service.clone(), 10)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert!(
@@ -693,12 +691,7 @@ async fn fanned_out_callers_that_go_away_leave_nothing_behind() {
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("report"))))
         }
     });
-    let service = ServiceBuilder::new()
-        .layer(FanoutLayer::new(
-            1024,
-            CoalesceLayer::new(RequestKey::new().into_fn()),
-        ))
-        .service(origin);
+    let service = coalescing(1024).layer(origin);
     let get = || {
         Request::get("http://origin/report")
             .body(Empty::<Bytes>::new())

@@ -17,6 +17,21 @@ use dephase::breaker::{Breaker, State};
 use dephase::budget::{RatioBudget, RetryBudget, TokenBucket};
 use loom::thread;
 
+/// How many of `threads` threads, each withdrawing once, were granted.
+fn granted_of<B: RetryBudget + Clone + Send + 'static>(threads: usize, budget: &B) -> usize {
+    let threads: Vec<_> = (0..threads)
+        .map(|_| {
+            let budget = budget.clone();
+            thread::spawn(move || budget.withdraw().is_some())
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|granted| *granted)
+        .count()
+}
+
 /// Three threads withdraw from a token bucket that holds two retries:
 /// exactly two are granted, whatever the interleaving, and nothing is
 /// overdrawn.
@@ -28,17 +43,7 @@ fn a_token_bucket_never_grants_more_than_it_holds() {
             .retry_cost(5.0)
             .build()
             .unwrap();
-        let threads: Vec<_> = (0..3)
-            .map(|_| {
-                let bucket = bucket.clone();
-                thread::spawn(move || bucket.withdraw().is_some())
-            })
-            .collect();
-        let granted = threads
-            .into_iter()
-            .map(|t| t.join().unwrap())
-            .filter(|granted| *granted)
-            .count();
+        let granted = granted_of(3, &bucket);
         assert_eq!(granted, 2);
         assert!(bucket.balance() >= 0.0, "{}", bucket.balance());
     });
@@ -58,17 +63,7 @@ fn a_ratio_budget_never_grants_more_than_it_holds() {
             .build()
             .unwrap();
         budget.deposit();
-        let threads: Vec<_> = (0..2)
-            .map(|_| {
-                let budget = budget.clone();
-                thread::spawn(move || budget.withdraw().is_some())
-            })
-            .collect();
-        let granted = threads
-            .into_iter()
-            .map(|t| t.join().unwrap())
-            .filter(|granted| *granted)
-            .count();
+        let granted = granted_of(2, &budget);
         assert!(granted <= 1, "{granted} granted from one retry's worth");
         assert!(budget.balance() >= 0.0, "{}", budget.balance());
     });

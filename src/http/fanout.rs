@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tower_service::Service;
@@ -222,7 +222,7 @@ where
                     *rest = None;
                 }
                 Poll::Ready(frame.map(|frame| match frame {
-                    Ok(frame) => Ok(frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))),
+                    Ok(frame) => Ok(frame.map_data(super::into_bytes)),
                     Err(error) => Err(error.into()),
                 }))
             }

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{HeaderMap, Request, Response};
 use http_body::Body;
@@ -78,8 +78,8 @@ where
         loop {
             match ready!(reading.body.as_mut().poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(mut data) => {
-                        let chunk = data.copy_to_bytes(data.remaining());
+                    Ok(data) => {
+                        let chunk = super::into_bytes(data);
                         reading.len = reading.len.saturating_add(chunk.len());
                         reading.chunks.push(chunk);
                         if reading.len > *this.limit {

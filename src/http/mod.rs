@@ -87,4 +87,9 @@ pub use self::classify::{HttpClassifier, HttpError, classify_error, parse_retry_
 pub use self::fanout::{Collect, Collected, Fanout, FanoutBody};
 pub use self::key::{HttpKey, RequestKey};
 pub use self::layer::{FanoutLayer, ReplayLayer};
+/// A body chunk as `Bytes` (free when it already is `Bytes`).
+fn into_bytes<D: bytes::Buf>(mut data: D) -> bytes::Bytes {
+    data.copy_to_bytes(data.remaining())
+}
+
 pub use self::replay::{IDEMPOTENCY_KEY, IdempotentRequests, Replay, ReplayBody, ReplayableBody};

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{HeaderMap, Method, Request};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Empty, Full};
@@ -192,8 +192,8 @@ where
                 Poll::Ready(Some(Err(error.into())))
             }
             Some(Ok(frame)) => match frame.into_data() {
-                Ok(mut data) => {
-                    let chunk = data.copy_to_bytes(data.remaining());
+                Ok(data) => {
+                    let chunk = super::into_bytes(data);
                     tape.read += 1;
                     this.position += 1;
                     if !tape.over_cap && tape.recorded + chunk.len() <= tape.cap {
