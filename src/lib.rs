@@ -33,11 +33,12 @@
 //! | [`classify`] | the one [`Classify`] trait that tells every layer what a result means |
 //! | [`measure`] | spread statistics (peak per bucket, peak-to-mean, standard deviation, max concurrency) to prove that dephasing works |
 //! | `http` (feature `http`, default) | what an HTTP result means (`HttpClassifier`, `Retry-After`), which requests may be re-sent (`IdempotentRequests`), streaming bodies replayed by retries (`ReplayBody`), request keys and response fan-out for coalescing and caching (`RequestKey`, `FanoutLayer`) |
+//! | `redis` (feature `redis`) | a cache store in Redis shared by every replica, with leases (`SET NX PX`) so that one replica in the fleet refills an expired key; falls back to in-process coalescing when Redis is slow or down |
 //! | [`telemetry`] | the names of the span fields and events every layer records; with the `otel` feature, OpenTelemetry metrics |
 //!
 //! Features: `http` (default: the `http` module), `reqwest` (classify and
 //! re-send `reqwest` requests), `otel` (count through the `opentelemetry`
-//! metrics API).
+//! metrics API), `redis` (the `redis` module).
 //!
 //! # Example
 //!
@@ -135,6 +136,9 @@ pub mod http;
 pub mod measure;
 pub mod offset;
 pub mod pace;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 pub mod retry;
 mod rng;
 mod sync;

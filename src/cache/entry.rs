@@ -24,7 +24,7 @@ pub(super) struct Entry<T> {
 /// and Lowenstein, VLDB 2015): `now − Δ·β·ln(U) ≥ expiry` with `U` uniform
 /// in (0, 1]. `fraction` draws `U` (a uniform fraction of 2⁶⁴); it is only
 /// called when the answer is not already certain.
-pub(super) fn refresh_early(
+pub(crate) fn refresh_early(
     now: Instant,
     delta: Duration,
     beta: f64,
@@ -59,7 +59,7 @@ pub enum TtlJitter {
 
 impl TtlJitter {
     /// The extra life of one entry; `fraction` is a uniform fraction of 2⁶⁴.
-    pub(super) fn offset<K: Hash>(&self, key: &K, fraction: u64) -> Duration {
+    pub(crate) fn offset<K: Hash>(&self, key: &K, fraction: u64) -> Duration {
         match self {
             TtlJitter::None => Duration::ZERO,
             TtlJitter::Random(max) => {

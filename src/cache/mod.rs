@@ -66,7 +66,7 @@
 //! # Ok(()) }
 //! ```
 
-mod entry;
+pub(crate) mod entry;
 pub mod future;
 mod layer;
 

@@ -32,6 +32,7 @@
 //! | offset | [`OFFSET_MS`], [`OFFSET_STRATEGY`] | one per [`Offset::record`](crate::offset::Offset::record) and per ticker tick |
 //! | coalesce | [`COALESCE_ROLE`], [`COALESCE_WAITERS`] | `DEBUG` when a coalesced call finishes |
 //! | cache | [`CACHE_RESULT`], [`CACHE_EXPIRES_IN_MS`] (on a hit), [`CACHE_TTL_OFFSET_MS`] (on a load) | `TRACE` per lookup |
+//! | redis (feature `redis`) | [`CACHE_RESULT`], [`CACHE_EXPIRES_IN_MS`] (on a hit), [`CACHE_TTL_OFFSET_MS`] (on a load), [`REDIS_LEASE`], [`REDIS_WAIT_MS`] (the jittered polling applied while another replica held the lease) | `WARN` when Redis becomes unreachable (and the layer falls back), `INFO` when it is back, `WARN` when a value is not written because its lease was lost |
 //! | throttle | [`THROTTLE_PROBABILITY`] (on a local rejection) | `DEBUG` on every local rejection |
 //! | pace | [`OFFSET_MS`] (the wait applied), [`OFFSET_STRATEGY`] = `pace` | one per caller that had to wait |
 //!
@@ -89,6 +90,17 @@ pub const CACHE_EXPIRES_IN_MS: &str = "dephase.cache.expires_in_ms";
 /// Cache: on a load, the TTL jitter added to the new entry, in milliseconds. Float.
 pub const CACHE_TTL_OFFSET_MS: &str = "dephase.cache.ttl_offset_ms";
 
+/// Redis store: how this request's fill went across replicas: `none` (the
+/// value was in Redis), `acquired` (this replica held the lease and loaded
+/// it), `waited` (another replica held it; this one polled for the value),
+/// `deadline` (waited up to the deadline, then loaded it itself) or
+/// `degraded` (Redis unreachable: loaded with in-process coalescing only).
+pub const REDIS_LEASE: &str = "dephase.redis.lease";
+
+/// Redis store: time spent polling for a value another replica was loading
+/// (the jittered waits), in milliseconds. Float.
+pub const REDIS_WAIT_MS: &str = "dephase.redis.wait_ms";
+
 /// Throttle: on a local rejection, the rejection probability at that moment. Float.
 pub const THROTTLE_PROBABILITY: &str = "dephase.throttle.probability";
 
@@ -115,6 +127,8 @@ pub const ALL_FIELDS: &[&str] = &[
     CACHE_RESULT,
     CACHE_EXPIRES_IN_MS,
     CACHE_TTL_OFFSET_MS,
+    REDIS_LEASE,
+    REDIS_WAIT_MS,
     OFFSET_MS,
     OFFSET_STRATEGY,
 ];

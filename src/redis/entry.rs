@@ -1,0 +1,142 @@
+//! What a value looks like in Redis: a small header that every replica
+//! reads the same way (how long the value took to compute, how long it is
+//! kept past its freshness), then the value's own bytes.
+//!
+//! Freshness is judged on **Redis's** clock: an entry is written with
+//! `PX = fresh life + stale window`, and a reader asks for `PTTL`, so the
+//! time left is the same for every replica whatever their clocks say.
+
+use std::time::Duration;
+
+/// A value that can live in Redis: how it is written and read back.
+///
+/// Implemented for `String`, `Vec<u8>` and [`bytes::Bytes`]. A value that
+/// fails to decode (another program's bytes under the same key, a changed
+/// format) is treated as missing and loaded again, never as an error.
+pub trait RedisValue: Sized {
+    /// Appends the value's bytes to `out`.
+    fn encode(&self, out: &mut Vec<u8>);
+
+    /// Reads a value back; `None` if `bytes` are not one.
+    fn decode(bytes: &[u8]) -> Option<Self>;
+}
+
+impl RedisValue for Vec<u8> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        Some(bytes.to_vec())
+    }
+}
+
+impl RedisValue for String {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        String::from_utf8(bytes.to_vec()).ok()
+    }
+}
+
+impl RedisValue for bytes::Bytes {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        Some(bytes::Bytes::copy_from_slice(bytes))
+    }
+}
+
+/// The first two bytes of every entry: a marker and the format's version.
+const MAGIC: [u8; 2] = [0xd5, 1];
+const HEADER: usize = 2 + 8 + 8;
+
+/// An entry read back from Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Header {
+    /// Δ: how long the value took to compute.
+    pub(super) delta: Duration,
+    /// How long the entry is kept past its freshness (stale-while-revalidate).
+    pub(super) stale: Duration,
+}
+
+/// The bytes stored for `value`.
+pub(super) fn encode<T: RedisValue>(value: &T, header: &Header) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + 64);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&micros(header.delta).to_le_bytes());
+    out.extend_from_slice(&micros(header.stale).to_le_bytes());
+    value.encode(&mut out);
+    out
+}
+
+/// Reads an entry; `None` if the bytes are not one of ours.
+pub(super) fn decode<T: RedisValue>(bytes: &[u8]) -> Option<(Header, T)> {
+    if bytes.len() < HEADER || bytes[..2] != MAGIC {
+        return None;
+    }
+    let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
+    let header = Header {
+        delta: Duration::from_micros(word(2)),
+        stale: Duration::from_micros(word(10)),
+    };
+    Some((header, T::decode(&bytes[HEADER..])?))
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// How long an entry that Redis reports `pttl` milliseconds of life for is
+/// still fresh: `None` past its freshness (in its stale window); a key
+/// without an expiry (`-1`, written by someone else) is fresh for good.
+pub(super) fn fresh_for(pttl: i64, stale: Duration) -> Option<Duration> {
+    if pttl == -1 {
+        return Some(Duration::MAX);
+    }
+    let left = Duration::from_millis(u64::try_from(pttl).ok()?);
+    left.checked_sub(stale).filter(|d| !d.is_zero())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_read_back_and_foreign_bytes_do_not() {
+        let header = Header {
+            delta: Duration::from_micros(51_234),
+            stale: Duration::from_secs(10),
+        };
+        let bytes = encode(&"user 7".to_string(), &header);
+        assert_eq!(
+            decode::<String>(&bytes),
+            Some((header.clone(), "user 7".to_string()))
+        );
+        assert_eq!(decode::<String>(b""), None);
+        assert_eq!(decode::<String>(b"user 7 written by somebody else"), None);
+        assert_eq!(decode::<String>(&bytes[..HEADER - 1]), None);
+        let mut not_utf8 = encode(&Vec::<u8>::new(), &header);
+        not_utf8.push(0xff);
+        assert_eq!(decode::<String>(&not_utf8), None);
+        assert_eq!(
+            decode::<Vec<u8>>(&not_utf8).map(|(_, v)| v),
+            Some(vec![0xff])
+        );
+    }
+
+    #[test]
+    fn freshness_is_the_ttl_left_minus_the_stale_window() {
+        let stale = Duration::from_secs(2);
+        assert_eq!(fresh_for(5000, stale), Some(Duration::from_secs(3)));
+        assert_eq!(fresh_for(2000, stale), None);
+        assert_eq!(fresh_for(1500, stale), None);
+        assert_eq!(fresh_for(-2, stale), None); // gone meanwhile
+        assert_eq!(fresh_for(-1, stale), Some(Duration::MAX));
+        assert_eq!(fresh_for(1, Duration::ZERO), Some(Duration::from_millis(1)));
+    }
+}

@@ -1,0 +1,210 @@
+//! The lease protocol (Facebook's memcache leases, on Redis): who may fill
+//! a missing key, and the rule that only the holder of the current lease
+//! writes the value.
+//!
+//! - **Look up or lease**, one round trip: a script returns the value and
+//!   its `PTTL`, or — when the value is missing — tries
+//!   `SET lease token NX PX lease_ttl` and says whether this caller got it.
+//! - **Write if holder**: a script writes the value (with `PX`) and deletes
+//!   the lease only if the lease still holds this caller's token. A holder
+//!   whose lease expired (its load took longer than the lease) writes
+//!   nothing: another filler may have taken over.
+//! - **Release**: a script deletes the lease only if it holds this token
+//!   (a failed or cancelled load frees the key for the next filler at once,
+//!   instead of after `lease_ttl`).
+//!
+//! The value and lease keys of one cache key share a Redis Cluster hash
+//! slot (`{key}`), as multi-key scripts require there.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use ::redis::Script;
+use ::redis::aio::MultiplexedConnection;
+
+use super::link::Link;
+
+/// Returns `{value, pttl, 0}` when the value is there; otherwise tries to
+/// take the lease and returns `{nil, -2, 1}` (taken) or `{nil, -2, 0}`.
+static LOOKUP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local value = redis.call('GET', KEYS[1])
+if value then
+  return {value, redis.call('PTTL', KEYS[1]), 0}
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {false, -2, 1}
+end
+return {false, -2, 0}
+",
+    )
+});
+
+/// Writes `ARGV[2]` with `PX ARGV[3]` and frees the lease, only if the lease
+/// holds `ARGV[1]`. Returns 1 if written.
+static WRITE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// Deletes the lease if it holds `ARGV[1]`.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+",
+    )
+});
+
+/// The Redis keys of one cache key.
+#[derive(Debug, Clone)]
+pub(super) struct Names {
+    pub(super) value: String,
+    pub(super) lease: String,
+}
+
+impl Names {
+    pub(super) fn new(prefix: &str, key: &dyn std::fmt::Display) -> Self {
+        let tagged = format!("{prefix}{{{key}}}");
+        Names {
+            value: format!("{tagged}:v"),
+            lease: format!("{tagged}:l"),
+        }
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub(super) enum Found {
+    /// The stored bytes and Redis's `PTTL` for them.
+    Value(Vec<u8>, i64),
+    /// No value; this caller now holds the lease.
+    Leased,
+    /// No value; another caller holds the lease.
+    Held,
+}
+
+/// Milliseconds for a `PX` argument: at least 1.
+pub(super) fn px(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// The value of `names`, or the lease for it (`lease: None` never leases).
+pub(super) async fn lookup(
+    link: &Link,
+    names: &Names,
+    token: &str,
+    lease: Option<Duration>,
+) -> Option<Found> {
+    let (value, pttl, leased): (Option<Vec<u8>>, i64, i64) = link
+        .run(|mut c: MultiplexedConnection| async move {
+            // A lookup that must not lease is a plain GET + PTTL pipeline.
+            match lease {
+                Some(ttl) => {
+                    LOOKUP
+                        .key(&names.value)
+                        .key(&names.lease)
+                        .arg(token)
+                        .arg(px(ttl))
+                        .invoke_async(&mut c)
+                        .await
+                }
+                None => {
+                    let (value, pttl): (Option<Vec<u8>>, i64) = ::redis::pipe()
+                        .get(&names.value)
+                        .pttl(&names.value)
+                        .query_async(&mut c)
+                        .await?;
+                    Ok((value, pttl, 0))
+                }
+            }
+        })
+        .await?;
+    Some(match value {
+        Some(bytes) => Found::Value(bytes, pttl),
+        None if leased == 1 => Found::Leased,
+        None => Found::Held,
+    })
+}
+
+/// Takes the lease if nobody holds it (a background refresh). `None`:
+/// Redis unreachable.
+pub(super) async fn acquire(
+    link: &Link,
+    names: &Names,
+    token: &str,
+    ttl: Duration,
+) -> Option<bool> {
+    link.run(|mut c: MultiplexedConnection| async move {
+        let set: Option<String> = ::redis::cmd("SET")
+            .arg(&names.lease)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(px(ttl))
+            .query_async(&mut c)
+            .await?;
+        Ok(set.is_some())
+    })
+    .await
+}
+
+/// Writes `bytes` for `life` if this caller still holds the lease.
+/// `Some(false)`: the lease was lost, nothing written.
+pub(super) async fn write(
+    link: &Link,
+    names: &Names,
+    token: &str,
+    bytes: &[u8],
+    life: Duration,
+) -> Option<bool> {
+    link.run(|mut c: MultiplexedConnection| async move {
+        let written: i64 = WRITE
+            .key(&names.value)
+            .key(&names.lease)
+            .arg(token)
+            .arg(bytes)
+            .arg(px(life))
+            .invoke_async(&mut c)
+            .await?;
+        Ok(written == 1)
+    })
+    .await
+}
+
+/// Frees the lease if this caller holds it.
+pub(super) async fn release(link: &Link, names: &Names, token: &str) -> Option<()> {
+    link.run(|mut c: MultiplexedConnection| async move {
+        let _: i64 = RELEASE
+            .key(&names.lease)
+            .arg(token)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Deletes the value (the next lookup misses).
+pub(super) async fn delete(link: &Link, names: &Names) -> Option<()> {
+    link.run(|mut c: MultiplexedConnection| async move {
+        let _: i64 = ::redis::cmd("DEL")
+            .arg(&names.value)
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,210 @@
+//! The connection to Redis, and what happens when Redis is slow or gone.
+//!
+//! One multiplexed connection per store, opened on first use. Every command
+//! has a deadline (`op_timeout`). A command that fails or times out marks
+//! the link **down**: the connection is dropped, and until a jittered,
+//! growing delay has passed (100 ms doubling to 5 s, full jitter: a fleet
+//! whose Redis restarts must not reconnect in lockstep) no command is tried
+//! at all — callers fall back at once instead of each waiting for a
+//! timeout. The first command after the delay reconnects. A `WARN` event
+//! says when Redis is lost, an `INFO` event when it is back.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{AsyncConnectionConfig, ErrorKind, RedisError};
+use tokio::time::Instant;
+use tracing::Level;
+
+use crate::backoff::{ExponentialBackoff, Jitter, Sequence};
+
+pub(super) struct Link {
+    client: ::redis::Client,
+    op_timeout: Duration,
+    reconnect: ExponentialBackoff,
+    state: Mutex<State>,
+    /// Held while connecting, so that one caller connects and the others
+    /// wait for its result instead of opening connections of their own.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+struct State {
+    /// The connection and its generation (a failure only drops the
+    /// connection it happened on).
+    connection: Option<(u64, MultiplexedConnection)>,
+    generation: u64,
+    /// While down: no command is tried before this instant.
+    retry_at: Option<Instant>,
+    delays: Sequence,
+    down: bool,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Link {
+    pub(super) fn new(client: ::redis::Client, op_timeout: Duration) -> Self {
+        let reconnect = ExponentialBackoff::builder()
+            .base(Duration::from_millis(100))
+            .cap(Duration::from_secs(5))
+            .jitter(Jitter::Full)
+            .build()
+            .unwrap_or_default();
+        Link {
+            client,
+            op_timeout,
+            state: Mutex::new(State {
+                connection: None,
+                generation: 0,
+                retry_at: None,
+                delays: reconnect.sequence(),
+                down: false,
+            }),
+            reconnect,
+            connecting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Whether the last command failed and Redis is not tried for now.
+    pub(super) fn is_down(&self) -> bool {
+        lock(&self.state).down
+    }
+
+    /// Runs `op` on the connection, within the deadline. `None` if Redis is
+    /// down, or the command failed (which marks it down).
+    pub(super) async fn run<R, F, Fut>(&self, op: F) -> Option<R>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<R, RedisError>>,
+    {
+        let (generation, connection) = self.connection().await?;
+        match tokio::time::timeout(self.op_timeout, op(connection)).await {
+            Ok(Ok(reply)) => Some(reply),
+            // A reply of the wrong shape (another program's data under our
+            // key): this command failed, the link is fine.
+            Ok(Err(error))
+                if matches!(
+                    error.kind(),
+                    ErrorKind::Parse | ErrorKind::UnexpectedReturnType
+                ) =>
+            {
+                tracing::event!(
+                    target: "dephase::redis",
+                    Level::WARN,
+                    %error,
+                    "unexpected reply from Redis; this request goes to the origin"
+                );
+                None
+            }
+            Ok(Err(error)) => {
+                self.fail(Some(generation), &error);
+                None
+            }
+            Err(_) => {
+                self.fail(
+                    Some(generation),
+                    &format_args!("no reply within {:?}", self.op_timeout),
+                );
+                None
+            }
+        }
+    }
+
+    /// The connection, opened if need be; `None` while down.
+    async fn connection(&self) -> Option<(u64, MultiplexedConnection)> {
+        if let Some(ready) = self.usable()? {
+            return Some(ready);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(ready) = self.usable()? {
+            return Some(ready); // somebody else connected meanwhile
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.op_timeout))
+            .set_response_timeout(None);
+        let opened = tokio::time::timeout(
+            self.op_timeout,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await;
+        match opened {
+            Ok(Ok(connection)) => {
+                let mut state = lock(&self.state);
+                state.generation += 1;
+                let ready = (state.generation, connection);
+                state.connection = Some(ready.clone());
+                state.retry_at = None;
+                state.delays = self.reconnect.sequence();
+                if std::mem::take(&mut state.down) {
+                    tracing::event!(
+                        target: "dephase::redis",
+                        Level::INFO,
+                        "Redis is reachable again; leases and the shared store are back in use"
+                    );
+                }
+                Some(ready)
+            }
+            Ok(Err(error)) => {
+                self.fail(None, &error);
+                None
+            }
+            Err(_) => {
+                self.fail(
+                    None,
+                    &format_args!("no connection within {:?}", self.op_timeout),
+                );
+                None
+            }
+        }
+    }
+
+    /// `Some(Some(_))`: a connection; `Some(None)`: none yet, try to open
+    /// one; `None`: down, do not try yet.
+    fn usable(&self) -> Option<Option<(u64, MultiplexedConnection)>> {
+        let state = lock(&self.state);
+        if let Some(ready) = &state.connection {
+            return Some(Some(ready.clone()));
+        }
+        match state.retry_at {
+            Some(at) if Instant::now() < at => None,
+            _ => Some(None),
+        }
+    }
+
+    /// Marks the link down after a failure on connection `generation`
+    /// (`None`: while connecting).
+    fn fail(&self, generation: Option<u64>, error: &dyn fmt::Display) {
+        let mut state = lock(&self.state);
+        let current = state.connection.as_ref().map(|(g, _)| *g);
+        if generation.is_some() && generation != current {
+            return; // that connection was already dropped and replaced
+        }
+        state.connection = None;
+        let delay = state.delays.next_delay();
+        state.retry_at = Some(Instant::now() + delay);
+        if !std::mem::replace(&mut state.down, true) {
+            tracing::event!(
+                target: "dephase::redis",
+                Level::WARN,
+                %error,
+                retry_in_ms = crate::telemetry::millis(delay),
+                "Redis is unreachable; falling back to in-process coalescing and the origin"
+            );
+        }
+    }
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link")
+            .field("server", &self.client.get_connection_info().addr())
+            .field("op_timeout", &self.op_timeout)
+            .field("down", &self.is_down())
+            .finish()
+    }
+}
