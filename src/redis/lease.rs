@@ -2,8 +2,10 @@
 //! a missing key, and the rule that only the holder of the current lease
 //! writes the value.
 //!
-//! - **Look up or lease**, one round trip: a script returns the value and
-//!   its `PTTL`, or — when the value is missing — tries
+//! - **Look up**: `GET` and `PTTL` in one pipeline (one round trip; what a
+//!   hit costs).
+//! - **Look up or lease**, after a miss, one round trip: a script returns
+//!   the value and its `PTTL`, or — when the value is still missing — tries
 //!   `SET lease token NX PX lease_ttl` and says whether this caller got it.
 //! - **Write if holder**: a script writes the value (with `PX`) and deletes
 //!   the lease only if the lease still holds this caller's token. A holder
@@ -94,6 +96,8 @@ pub(super) enum Found {
     Leased,
     /// No value; another caller holds the lease.
     Held,
+    /// No value (a lookup that did not ask for the lease).
+    Missing,
 }
 
 /// Milliseconds for a `PX` argument: at least 1.
@@ -134,6 +138,7 @@ pub(super) async fn lookup(
         .await?;
     Some(match value {
         Some(bytes) => Found::Value(bytes, pttl),
+        None if lease.is_none() => Found::Missing,
         None if leased == 1 => Found::Leased,
         None => Found::Held,
     })

@@ -313,8 +313,11 @@ where
         expires_in: None,
         waited,
     };
+    // The first lookup is a plain GET + PTTL (what a hit costs); only a
+    // miss runs the script that also takes the lease.
+    let mut take_lease = None;
     loop {
-        let found = lease::lookup(&shared.link, &names, &token, Some(config.lease_ttl)).await;
+        let found = lease::lookup(&shared.link, &names, &token, take_lease).await;
         if waited > Duration::ZERO && !matches!(found, Some(Found::Held)) {
             bump(&shared.counters.waited);
         }
@@ -368,6 +371,7 @@ where
                     },
                 ));
             }
+            Some(Found::Missing) => take_lease = Some(config.lease_ttl),
             Some(Found::Leased) => {
                 let value = store
                     .load(&key, &names, token, &mut service, request, &mut rng)
