@@ -159,8 +159,8 @@ pub use crate::retry::{Retry, RetryLayer, RetryPolicy};
 pub use crate::throttle::{Throttle, ThrottleLayer, Throttler};
 
 /// The README's code blocks, compiled (and run) as doctests so they stay
-/// true. They use the HTTP integrations, so they are checked when the
-/// `http` and `reqwest` features are on (`cargo test --all-features`).
-#[cfg(all(doctest, feature = "http", feature = "reqwest"))]
+/// true. They use the HTTP integrations and the Redis store, so they are
+/// checked when every feature is on (`cargo test --all-features`).
+#[cfg(all(doctest, feature = "http", feature = "reqwest", feature = "redis"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -11,6 +11,7 @@
 #[allow(dead_code)]
 #[path = "../examples/fleet/server.rs"]
 mod server;
+mod support;
 
 use std::io;
 use std::sync::Arc;
@@ -226,6 +227,73 @@ async fn redis_stopped_mid_test_requests_still_succeed() {
         assert!(service.clone().oneshot("k".to_string()).await.is_ok());
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// Events and span fields are captured per thread: this test runs on one.
+#[tokio::test(flavor = "current_thread")]
+async fn losing_redis_and_getting_it_back_are_told_once_each_and_tagged_per_request() {
+    use support::Value;
+    use tracing::Instrument;
+    use tracing::field::Empty;
+
+    let Some(mut server) = server() else { return };
+    let (captured, _guard) = support::capture();
+    let origin = Origin::open();
+    let store = store(&server).build().unwrap();
+    let service =
+        RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(origin.service());
+    let request = |name: &'static str| {
+        let span = tracing::info_span!(
+            "request",
+            otel.name = name,
+            dephase.cache.result = Empty,
+            dephase.redis.lease = Empty,
+            dephase.redis.wait_ms = Empty,
+        );
+        service.clone().oneshot("k".to_string()).instrument(span)
+    };
+    request("load").await.unwrap();
+    let fields = captured.span("request");
+    assert_eq!(fields["dephase.cache.result"], Value::Str("miss".into()));
+    assert_eq!(fields["dephase.redis.lease"], Value::Str("acquired".into()));
+
+    server.stop();
+    for _ in 0..20 {
+        request("down").await.unwrap();
+    }
+    let fields = captured.span("request");
+    assert_eq!(fields["dephase.redis.lease"], Value::Str("degraded".into()));
+    let lost = captured.events_with("dephase::redis", "Redis is unreachable");
+    assert_eq!(lost.len(), 1, "one WARN per outage, not one per request");
+
+    server.restart().unwrap();
+    let mut attempts = 0;
+    while store.is_degraded()
+        || captured
+            .events_with("dephase::redis", "reachable again")
+            .is_empty()
+    {
+        attempts += 1;
+        assert!(
+            attempts < 400,
+            "the store did not come back: {:?}",
+            store.stats()
+        );
+        request("back").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        captured
+            .events_with("dephase::redis", "reachable again")
+            .len(),
+        1
+    );
+    assert_eq!(
+        captured
+            .events_with("dephase::redis", "Redis is unreachable")
+            .len(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
