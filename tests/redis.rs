@@ -693,3 +693,40 @@ async fn replica_process() {
     }
     assert_eq!(store.stats().degraded, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_near_cache_in_front_answers_hot_keys_without_redis() {
+    use dephase::cache::{CacheLayer, Store};
+
+    let Some(server) = server() else { return };
+    let origin = Origin::open();
+    let replicas: Vec<_> = (0..3)
+        .map(|_| {
+            let shared = store(&server).build().unwrap();
+            let near = Store::builder(100)
+                .ttl(Duration::from_secs(30))
+                .early_refresh(false)
+                .build()
+                .unwrap();
+            let service = ServiceBuilder::new()
+                .layer(CacheLayer::new(near, |k: &String| Some(k.clone())))
+                .layer(RedisCacheLayer::new(shared.clone(), |k: &String| {
+                    Some(k.clone())
+                }))
+                .service(origin.service());
+            (shared, service)
+        })
+        .collect();
+    for (_, service) in &replicas {
+        for _ in 0..10 {
+            assert_eq!(
+                service.clone().oneshot("k".into()).await.unwrap(),
+                "value:k:1"
+            );
+        }
+    }
+    assert_eq!(origin.calls(), 1, "one load for the fleet");
+    // Each replica went to Redis once (its near-cache miss): one load, two hits.
+    let hits: u64 = replicas.iter().map(|(s, _)| s.stats().hits).sum();
+    assert_eq!(hits, 2);
+}

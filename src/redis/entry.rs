@@ -10,9 +10,10 @@ use std::time::Duration;
 
 /// A value that can live in Redis: how it is written and read back.
 ///
-/// Implemented for `String`, `Vec<u8>` and [`bytes::Bytes`]. A value that
-/// fails to decode (another program's bytes under the same key, a changed
-/// format) is treated as missing and loaded again, never as an error.
+/// Implemented for `String`, `Vec<u8>` and [`bytes::Bytes`]. When the bytes
+/// under a key fail to decode (another program's, or a changed format),
+/// the request is answered by the origin — never with an error — and the
+/// bytes are left alone (they are not this store's to overwrite).
 pub trait RedisValue: Sized {
     /// Appends the value's bytes to `out`.
     fn encode(&self, out: &mut Vec<u8>);

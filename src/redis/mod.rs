@@ -54,6 +54,14 @@
 //! [`CacheLayer`](crate::cache::CacheLayer) with a short TTL in front:
 //! moka answers most requests, and its misses and refreshes come here.
 //!
+//! # Fleet-wide coalescing without a cache
+//!
+//! The lease is also how to coalesce one call across replicas when the
+//! result is not meant to be cached: a store whose `ttl` is how long a
+//! result may be handed to late arrivals (a second, say), with early
+//! refresh off. Concurrent requests of the whole fleet then make one call;
+//! the other replicas read its result from Redis.
+//!
 //! # Telemetry
 //!
 //! Each request records `dephase.cache.result` (`hit`, `miss`,
@@ -481,24 +489,23 @@ where
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return false;
         };
-        {
-            let mut refreshing = self.refreshing();
-            if !refreshing.insert(key.clone()) {
-                return false;
-            }
+        if !self.refreshing().insert(key.clone()) {
+            return false;
         }
-        let store = self.clone();
+        // Made before the spawn, so that the key leaves the set even if the
+        // task is dropped unpolled (a runtime shutting down).
+        let done = Refreshing {
+            store: self.clone(),
+            key,
+        };
         runtime.spawn(async move {
-            let _done = Refreshing {
-                store: &store,
-                key: &key,
-            };
-            let names = store.names(&key);
+            let Refreshing { store, key } = &done;
+            let names = store.names(key);
             let token = Self::token();
             let ttl = store.shared.config.lease_ttl;
             if lease::acquire(&store.shared.link, &names, &token, ttl).await == Some(true) {
                 let _ = store
-                    .load(&key, &names, token, &mut service, request, &mut rng)
+                    .load(key, &names, token, &mut service, request, &mut rng)
                     .await;
             }
         });
@@ -514,22 +521,22 @@ where
 }
 
 /// Takes a key off the refreshing set when its background refresh ends.
-struct Refreshing<
-    'a,
+struct Refreshing<K, T>
+where
     K: fmt::Display + Hash + Eq + Clone + Send + Sync + 'static,
     T: RedisValue + Clone + Send + Sync + 'static,
-> {
-    store: &'a RedisStore<K, T>,
-    key: &'a K,
+{
+    store: RedisStore<K, T>,
+    key: K,
 }
 
-impl<K, T> Drop for Refreshing<'_, K, T>
+impl<K, T> Drop for Refreshing<K, T>
 where
     K: fmt::Display + Hash + Eq + Clone + Send + Sync + 'static,
     T: RedisValue + Clone + Send + Sync + 'static,
 {
     fn drop(&mut self) {
-        self.store.refreshing().remove(self.key);
+        self.store.refreshing().remove(&self.key);
     }
 }
 
