@@ -123,6 +123,36 @@ macro_rules! inner_accessors {
     };
 }
 
+/// The freshness setters that the in-process and the Redis cache stores
+/// share (the builder has `ttl`, `beta`, `xfetch` and `jitter` fields).
+macro_rules! freshness_setters {
+    () => {
+        /// How long a value is fresh (default 60 s), before jitter.
+        pub fn ttl(mut self, ttl: Duration) -> Self {
+            self.ttl = ttl;
+            self
+        }
+
+        /// XFetch's β: above 1 refreshes earlier, below 1 later (default 1; must be positive).
+        pub fn beta(mut self, beta: f64) -> Self {
+            self.beta = beta;
+            self
+        }
+
+        /// Turns early refreshes on (the default) or off.
+        pub fn early_refresh(mut self, on: bool) -> Self {
+            self.xfetch = on;
+            self
+        }
+
+        /// How expiries are spread (default [`TtlJitter::Random`] of a tenth of the TTL).
+        pub fn ttl_jitter(mut self, jitter: TtlJitter) -> Self {
+            self.jitter = Some(jitter);
+            self
+        }
+    };
+}
+
 pub mod backoff;
 pub mod breaker;
 pub mod budget;

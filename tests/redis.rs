@@ -71,6 +71,15 @@ impl Origin {
         self.calls.load(Ordering::SeqCst)
     }
 
+    /// The origin behind a Redis cache on `store`, keyed by the request.
+    fn cached(
+        &self,
+        store: &RedisStore<String, String>,
+    ) -> impl Service<String, Response = String, Error = BoxError, Future: Send> + Clone + Send + 'static
+    {
+        RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(self.service())
+    }
+
     fn service(
         &self,
     ) -> impl Service<String, Response = String, Error = BoxError, Future: Send> + Clone + Send + 'static
@@ -134,10 +143,10 @@ async fn replicas_make_one_recompute_per_expiry_between_them() {
                 herd.push(tokio::spawn(service.clone().oneshot("hot".to_string())));
             }
         }
-        // Let the one load finish only once every replica has a flight for
-        // the key: all but the holder are then polling for its value.
-        until("every replica waits", || {
-            replicas.iter().all(|(s, _)| s.flights_in_progress() == 1) && origin.calls() > before
+        // Let the one load finish only once the seven other replicas are
+        // polling for its value.
+        until("seven replicas wait", || {
+            replicas.iter().map(|(s, _)| s.waiting()).sum::<usize>() == 7 && origin.calls() > before
         })
         .await;
         origin.gate.add_permits(1);
@@ -158,10 +167,8 @@ async fn a_hit_comes_from_redis_with_its_time_left() {
     let origin = Origin::open();
     let a = store(&server).build().unwrap();
     let b = store(&server).build().unwrap();
-    let mut on_a =
-        RedisCacheLayer::new(a.clone(), |k: &String| Some(k.clone())).layer(origin.service());
-    let mut on_b =
-        RedisCacheLayer::new(b.clone(), |k: &String| Some(k.clone())).layer(origin.service());
+    let mut on_a = origin.cached(&a);
+    let mut on_b = origin.cached(&b);
     assert_eq!(
         on_a.ready().await.unwrap().call("k".into()).await.unwrap(),
         "value:k:1"
@@ -185,8 +192,7 @@ async fn redis_stopped_mid_test_requests_still_succeed() {
         .op_timeout(Duration::from_millis(200))
         .build()
         .unwrap();
-    let service =
-        RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(origin.service());
+    let service = origin.cached(&store);
     assert_eq!(
         service.clone().oneshot("k".into()).await.unwrap(),
         "value:k:1"
@@ -240,8 +246,7 @@ async fn losing_redis_and_getting_it_back_are_told_once_each_and_tagged_per_requ
     let (captured, _guard) = support::capture();
     let origin = Origin::open();
     let store = store(&server).build().unwrap();
-    let service =
-        RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(origin.service());
+    let service = origin.cached(&store);
     let request = |name: &'static str| {
         let span = tracing::info_span!(
             "request",
@@ -304,8 +309,7 @@ async fn a_paused_redis_is_given_up_on_after_the_op_timeout() {
         .op_timeout(Duration::from_millis(100))
         .build()
         .unwrap();
-    let service =
-        RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(origin.service());
+    let service = origin.cached(&store);
     assert!(service.clone().oneshot("k".into()).await.is_ok());
     // Redis stops answering every client for 3 s (it stays connected).
     server.command("CLIENT PAUSE 3000 ALL").unwrap();
@@ -320,8 +324,7 @@ async fn only_the_holder_of_the_current_lease_writes() {
     let Some(server) = server() else { return };
     let origin = Origin::new();
     let store = store(&server).build().unwrap();
-    let service =
-        RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(origin.service());
+    let service = origin.cached(&store);
     let load = tokio::spawn(service.clone().oneshot("k".to_string()));
     until("the load started", || origin.calls() == 1).await;
     // The lease expires and another filler takes it meanwhile.
@@ -344,8 +347,7 @@ async fn a_dead_holders_lease_expires_and_a_waiting_replica_fills_the_key() {
     let Some(server) = server() else { return };
     let origin = Origin::open();
     let store = store(&server).build().unwrap();
-    let service =
-        RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(origin.service());
+    let service = origin.cached(&store);
     let mut redis = direct(&server).await;
     // A holder that died: its lease lives 300 ms more.
     let _: () = redis::cmd("SET")
@@ -378,8 +380,7 @@ async fn a_replica_waits_no_longer_than_lease_wait() {
         .lease_wait(Duration::from_millis(100))
         .build()
         .unwrap();
-    let service =
-        RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(origin.service());
+    let service = origin.cached(&store);
     let mut redis = direct(&server).await;
     let _: () = redis.set("test:{k}:l", "a-slow-holder").await.unwrap();
     assert_eq!(
@@ -402,8 +403,7 @@ async fn a_cancelled_load_frees_the_lease_at_once() {
         .lease_ttl(Duration::from_secs(600))
         .build()
         .unwrap();
-    let service =
-        RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(origin.service());
+    let service = origin.cached(&store);
     let load = tokio::spawn(service.clone().oneshot("k".to_string()));
     until("the load started", || origin.calls() == 1).await;
     let mut redis = direct(&server).await;
@@ -430,8 +430,7 @@ async fn a_failed_load_is_not_cached_and_frees_the_lease() {
         .lease_ttl(Duration::from_secs(600))
         .build()
         .unwrap();
-    let service =
-        RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(origin.service());
+    let service = origin.cached(&store);
     let error = service
         .clone()
         .oneshot("fail".to_string())
@@ -465,12 +464,7 @@ async fn an_early_refresh_is_made_by_one_replica_of_the_fleet() {
                 .unwrap()
         })
         .collect();
-    let services: Vec<_> = stores
-        .iter()
-        .map(|s| {
-            RedisCacheLayer::new(s.clone(), |k: &String| Some(k.clone())).layer(origin.service())
-        })
-        .collect();
+    let services: Vec<_> = stores.iter().map(|s| origin.cached(s)).collect();
     let first = tokio::spawn(services[0].clone().oneshot("k".to_string()));
     until("the first load started", || origin.calls() == 1).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -522,12 +516,7 @@ async fn a_value_in_its_stale_window_is_served_while_one_replica_refreshes() {
                 .unwrap()
         })
         .collect();
-    let services: Vec<_> = stores
-        .iter()
-        .map(|s| {
-            RedisCacheLayer::new(s.clone(), |k: &String| Some(k.clone())).layer(origin.service())
-        })
-        .collect();
+    let services: Vec<_> = stores.iter().map(|s| origin.cached(s)).collect();
     assert_eq!(
         services[0].clone().oneshot("k".into()).await.unwrap(),
         "value:k:1"
@@ -559,8 +548,7 @@ async fn a_value_that_is_not_ours_is_reloaded_and_never_an_error() {
     let Some(server) = server() else { return };
     let origin = Origin::open();
     let store = store(&server).build().unwrap();
-    let service =
-        RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(origin.service());
+    let service = origin.cached(&store);
     let mut redis = direct(&server).await;
     let _: () = redis
         .set("test:{k}:v", "written by another program")

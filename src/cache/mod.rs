@@ -222,6 +222,22 @@ where
     }
 }
 
+/// Checks a TTL (not zero) and an XFetch β (positive and finite), shared by
+/// the in-process and the Redis stores; returns β.
+pub(crate) fn check_freshness(
+    (ttl_field, ttl): (&'static str, Duration),
+    (beta_field, beta): (&'static str, f64),
+) -> Result<f64, ConfigError> {
+    if ttl.is_zero() {
+        return Err(ConfigError::new(ttl_field, "must be greater than zero"));
+    }
+    let beta = check_f64(beta_field, beta, 0.0, 1e6)?;
+    if beta == 0.0 {
+        return Err(ConfigError::new(beta_field, "must be greater than zero"));
+    }
+    Ok(beta)
+}
+
 /// Puts a freshly loaded value (or error) in the store, living `life`.
 fn store<K, T>(
     shared: &StoreShared<K, T>,
@@ -278,29 +294,7 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     T: Clone + Send + Sync + 'static,
 {
-    /// How long a value is fresh (default 60 s), before jitter.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self
-    }
-
-    /// XFetch's β: above 1 refreshes earlier, below 1 later (default 1; must be positive).
-    pub fn beta(mut self, beta: f64) -> Self {
-        self.beta = beta;
-        self
-    }
-
-    /// Turns early refreshes on (the default) or off.
-    pub fn early_refresh(mut self, on: bool) -> Self {
-        self.xfetch = on;
-        self
-    }
-
-    /// How expiries are spread (default [`TtlJitter::Random`] of a tenth of the TTL).
-    pub fn ttl_jitter(mut self, jitter: TtlJitter) -> Self {
-        self.jitter = Some(jitter);
-        self
-    }
+    freshness_setters!();
 
     /// For how long after expiry the old value is still served while a
     /// background refresh runs (default zero).
@@ -348,13 +342,7 @@ where
         if self.max_capacity == 0 {
             return Err(ConfigError::new("cache.max_capacity", "must be at least 1"));
         }
-        if self.ttl.is_zero() {
-            return Err(ConfigError::new("cache.ttl", "must be greater than zero"));
-        }
-        let beta = check_f64("cache.beta", self.beta, 0.0, 1e6)?;
-        if beta == 0.0 {
-            return Err(ConfigError::new("cache.beta", "must be greater than zero"));
-        }
+        let beta = check_freshness(("cache.ttl", self.ttl), ("cache.beta", self.beta))?;
         if self.negative_ttl.is_some_and(|t| t.is_zero()) {
             return Err(ConfigError::new(
                 "cache.negative_ttl",

@@ -7,6 +7,11 @@
 //! - **Look up or lease**, after a miss, one round trip: a script returns
 //!   the value and its `PTTL`, or — when the value is still missing — tries
 //!   `SET lease token NX PX lease_ttl` and says whether this caller got it.
+//! - **Lease for a refresh** (early or stale): a script takes the lease
+//!   only if nobody holds it *and* the value has not been rewritten since
+//!   this replica read it (its `PTTL` is not above the one read): a replica
+//!   whose refresh starts after another replica's refresh ended does not
+//!   refresh again.
 //! - **Write if holder**: a script writes the value (with `PX`) and deletes
 //!   the lease only if the lease still holds this caller's token. A holder
 //!   whose lease expired (its load took longer than the lease) writes
@@ -39,6 +44,22 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {false, -2, 1}
 end
 return {false, -2, 0}
+",
+    )
+});
+
+/// Takes the lease (`ARGV[1]`, `PX ARGV[2]`) unless the value now has more
+/// life left than `ARGV[3]` ms (somebody refreshed it meanwhile). 1 if taken.
+static REFRESH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('PTTL', KEYS[1]) > tonumber(ARGV[3]) then
+  return 0
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+return 0
 ",
     )
 });
@@ -144,24 +165,27 @@ pub(super) async fn lookup(
     })
 }
 
-/// Takes the lease if nobody holds it (a background refresh). `None`:
+/// Takes the lease for a background refresh if nobody holds it and the
+/// value has not been rewritten since it was read with `seen_pttl`
+/// milliseconds left (a rewrite has more life left than that). `None`:
 /// Redis unreachable.
 pub(super) async fn acquire(
     link: &Link,
     names: &Names,
     token: &str,
     ttl: Duration,
+    seen_pttl: i64,
 ) -> Option<bool> {
     link.run(|mut c: MultiplexedConnection| async move {
-        let set: Option<String> = ::redis::cmd("SET")
-            .arg(&names.lease)
+        let taken: i64 = REFRESH
+            .key(&names.value)
+            .key(&names.lease)
             .arg(token)
-            .arg("NX")
-            .arg("PX")
             .arg(px(ttl))
-            .query_async(&mut c)
+            .arg(seen_pttl)
+            .invoke_async(&mut c)
             .await?;
-        Ok(set.is_some())
+        Ok(taken == 1)
     })
     .await
 }

@@ -108,7 +108,7 @@ mod link;
 use std::collections::HashSet;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -125,10 +125,10 @@ pub use self::layer::RedisCacheLayer;
 use self::lease::{Found, Names};
 use self::link::Link;
 use crate::BoxError;
-use crate::cache::TtlJitter;
 use crate::cache::entry::refresh_early;
+use crate::cache::{TtlJitter, check_freshness};
 use crate::coalesce::{Call, Joined, Table};
-use crate::error::{ConfigError, check_f64};
+use crate::error::ConfigError;
 use crate::rng::{RngSource, Stream};
 use crate::telemetry::{self, CACHE_TTL_OFFSET_MS};
 
@@ -206,6 +206,24 @@ struct Shared<K, T> {
     refreshing: Mutex<HashSet<K>>,
     rng: RngSource,
     counters: Counters,
+    /// Flights polling for another replica's load right now.
+    waiting: Arc<AtomicUsize>,
+}
+
+/// One flight's place in the `waiting` count.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Waiting(Arc::clone(count))
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl<K, T> RedisStore<K, T>
@@ -253,6 +271,12 @@ where
     /// the origin until a reconnection succeeds).
     pub fn is_degraded(&self) -> bool {
         self.shared.link.is_down()
+    }
+
+    /// Flights of this replica waiting, right now, for a value that another
+    /// replica (or another flight) holds the lease for.
+    pub fn waiting(&self) -> usize {
+        self.shared.waiting.load(Ordering::Relaxed)
     }
 
     /// Background refreshes (early or stale) in progress in this replica.
@@ -315,6 +339,8 @@ where
     let deadline = started + config.lease_wait;
     let mut waited = Duration::ZERO;
     let mut polls = 0u32;
+    // Counts this flight in `waiting` from its first poll until it ends.
+    let mut _waiting = None;
     let served = |result, lease, waited| Served {
         result,
         lease,
@@ -354,7 +380,7 @@ where
                 };
                 let Some(fresh) = fresh_for(pttl, header.stale) else {
                     bump(&shared.counters.stale);
-                    store.refresh_in_background(key, service, request, rng);
+                    store.refresh_in_background(key, service, request, rng, pttl);
                     return Ok((value, served("stale", lease, waited)));
                 };
                 let now = Instant::now();
@@ -364,12 +390,13 @@ where
                         rng.fraction()
                     });
                 bump(&shared.counters.hits);
-                let result = if early && store.refresh_in_background(key, service, request, rng) {
-                    bump(&shared.counters.early_refreshes);
-                    "early_refresh"
-                } else {
-                    "hit"
-                };
+                let result =
+                    if early && store.refresh_in_background(key, service, request, rng, pttl) {
+                        bump(&shared.counters.early_refreshes);
+                        "early_refresh"
+                    } else {
+                        "hit"
+                    };
                 let expires_in = (fresh < Duration::MAX).then_some(fresh);
                 return Ok((
                     value,
@@ -399,6 +426,7 @@ where
                 let pause =
                     Duration::from_micros(rng.in_range(ceiling / 2, ceiling)).min(deadline - now);
                 polls += 1;
+                _waiting.get_or_insert_with(|| Waiting::new(&shared.waiting));
                 tokio::time::sleep(pause).await;
                 waited += pause;
             }
@@ -479,6 +507,7 @@ where
         mut service: S,
         request: Req,
         mut rng: Stream,
+        seen_pttl: i64,
     ) -> bool
     where
         S: Service<Req, Response = T> + Send + 'static,
@@ -503,7 +532,8 @@ where
             let names = store.names(key);
             let token = Self::token();
             let ttl = store.shared.config.lease_ttl;
-            if lease::acquire(&store.shared.link, &names, &token, ttl).await == Some(true) {
+            let taken = lease::acquire(&store.shared.link, &names, &token, ttl, seen_pttl).await;
+            if taken == Some(true) {
                 let _ = store
                     .load(key, &names, token, &mut service, request, &mut rng)
                     .await;
@@ -613,29 +643,7 @@ where
         self
     }
 
-    /// How long a value is fresh (default 60 s), before jitter.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self
-    }
-
-    /// XFetch's β: above 1 refreshes earlier, below 1 later (default 1; must be positive).
-    pub fn beta(mut self, beta: f64) -> Self {
-        self.beta = beta;
-        self
-    }
-
-    /// Turns early refreshes on (the default) or off.
-    pub fn early_refresh(mut self, on: bool) -> Self {
-        self.xfetch = on;
-        self
-    }
-
-    /// How expiries are spread (default [`TtlJitter::Random`] of a tenth of the TTL).
-    pub fn ttl_jitter(mut self, jitter: TtlJitter) -> Self {
-        self.jitter = Some(jitter);
-        self
-    }
+    freshness_setters!();
 
     /// For how long after its freshness a value is still kept and served
     /// while one replica refreshes it (default zero).
@@ -689,13 +697,10 @@ where
                 Ok(d)
             }
         };
-        let ttl = positive("redis.ttl", self.ttl)?;
+        let beta = check_freshness(("redis.ttl", self.ttl), ("redis.beta", self.beta))?;
+        let ttl = self.ttl;
         let lease_ttl = positive("redis.lease_ttl", self.lease_ttl)?;
         let op_timeout = positive("redis.op_timeout", self.op_timeout)?;
-        let beta = check_f64("redis.beta", self.beta, 0.0, 1e6)?;
-        if beta == 0.0 {
-            return Err(ConfigError::new("redis.beta", "must be greater than zero"));
-        }
         let config = Config {
             prefix: self.prefix,
             ttl,
@@ -714,6 +719,7 @@ where
                 refreshing: Mutex::new(HashSet::new()),
                 rng: RngSource::from_seed(self.seed),
                 counters: Counters::default(),
+                waiting: Arc::new(AtomicUsize::new(0)),
             }),
         })
     }
