@@ -306,3 +306,58 @@ async fn a_breaker_rejection_exports_the_state_and_retry_after() {
         Value::F64(4000.0)
     );
 }
+
+#[cfg(feature = "redis")]
+#[allow(dead_code)]
+#[path = "../examples/fleet/server.rs"]
+mod redis_server;
+
+/// On the real clock (a real `redis-server`): a replica that found another
+/// replica's lease on the key polls, then takes over when the lease
+/// expires; its span exports the jittered wait it applied.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "current_thread")]
+async fn a_replica_that_waited_on_a_lease_exports_the_wait_it_applied() {
+    use dephase::redis::{RedisCacheLayer, RedisStore};
+    use tower::Layer;
+
+    let Some(server) = redis_server::RedisServer::start().unwrap() else {
+        eprintln!("{}", redis_server::SKIPPED);
+        return;
+    };
+    // Another replica's lease, left for 100 ms.
+    let reply = server.command("SET otel:{k}:l other PX 100").unwrap();
+    assert_eq!(reply, "+OK");
+    let store = RedisStore::builder(server.url())
+        .prefix("otel:")
+        .build()
+        .unwrap();
+    let service = RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(
+        tower::service_fn(|k: String| async move { Ok::<_, BoxError>(format!("value of {k}")) }),
+    );
+    let spans = exported(async {
+        let span = tracing::info_span!(
+            "lookup",
+            dephase.cache.result = Empty,
+            dephase.redis.lease = Empty,
+            dephase.redis.wait_ms = Empty,
+        );
+        let value = service.oneshot("k".to_string()).instrument(span).await;
+        assert_eq!(value.unwrap(), "value of k");
+    })
+    .await;
+    let lookup = span(&spans, "lookup");
+    assert_eq!(
+        attribute(lookup, "dephase.cache.result"),
+        Value::from("miss")
+    );
+    assert_eq!(
+        attribute(lookup, "dephase.redis.lease"),
+        Value::from("acquired")
+    );
+    let Value::F64(waited) = attribute(lookup, "dephase.redis.wait_ms") else {
+        panic!("dephase.redis.wait_ms is not a float");
+    };
+    assert!(waited > 0.0, "{waited}");
+    assert_eq!(store.stats().waited, 1);
+}
