@@ -760,3 +760,32 @@ async fn a_request_dropped_mid_retry_with_a_replay_body_is_released() {
         "nothing is sent after the caller left"
     );
 }
+
+#[test]
+fn request_keys_print_as_their_parts_and_different_keys_print_differently() {
+    use http::header::{ACCEPT, AUTHORIZATION};
+    let key = RequestKey::new().header(ACCEPT).header(AUTHORIZATION);
+    let get = |accept: Option<&[u8]>, auth: &[u8]| {
+        let mut request = Request::get("http://origin/users/7?x=1");
+        if let Some(accept) = accept {
+            request = request.header(ACCEPT, HeaderValue::from_bytes(accept).unwrap());
+        }
+        let request = request
+            .header(AUTHORIZATION, HeaderValue::from_bytes(auth).unwrap())
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        key.key(&request).unwrap().to_string()
+    };
+    assert_eq!(
+        get(Some(b"text/html"), b"Bearer a|b%"),
+        "GET http://origin/users/7?x=1 |=text/html |=Bearer a%7Cb%25"
+    );
+    assert_eq!(get(None, b""), "GET http://origin/users/7?x=1 |- |=");
+    assert_eq!(
+        get(Some(b""), b"\xff"),
+        "GET http://origin/users/7?x=1 |= |=%FF"
+    );
+    // What the escaping is for: values that would otherwise print alike.
+    assert_ne!(get(Some(b"a |=b"), b""), get(Some(b"a"), b"b"));
+    assert_ne!(get(Some(b"%FF"), b""), get(Some(b"\xff"), b""));
+}

@@ -718,3 +718,97 @@ async fn a_near_cache_in_front_answers_hot_keys_without_redis() {
     let hits: u64 = replicas.iter().map(|(s, _)| s.stats().hits).sum();
     assert_eq!(hits, 2);
 }
+
+/// HTTP responses through the fan-out layer, shared across replicas in
+/// Redis: status, headers and body come back whole; an error status is
+/// handed to the callers but not stored.
+#[cfg(feature = "http")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_responses_are_shared_across_replicas_whole() {
+    use bytes::Bytes;
+    use dephase::http::{Collected, FanoutLayer, RequestKey};
+    use http::{Request, Response, StatusCode};
+    use http_body_util::{BodyExt, Empty, Full};
+
+    let Some(server) = server() else { return };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(Semaphore::new(0));
+    let origin = {
+        let (calls, gate) = (calls.clone(), gate.clone());
+        tower::service_fn(move |request: Request<Empty<Bytes>>| {
+            let (calls, gate) = (calls.clone(), gate.clone());
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                gate.acquire().await?.forget();
+                let status = if request.uri().path() == "/broken" {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                };
+                let response = Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .header("x-origin", "one")
+                    .body(Full::new(Bytes::from(format!(
+                        "{{\"path\":\"{}\"}}",
+                        request.uri().path()
+                    ))))?;
+                Ok::<_, BoxError>(response)
+            }
+        })
+    };
+    let replicas: Vec<_> = (0..3)
+        .map(|_| {
+            let store = RedisStore::builder(server.url())
+                .prefix("http:")
+                .early_refresh(false)
+                .store_if(Collected::is_cacheable)
+                .build()
+                .unwrap();
+            let service = FanoutLayer::new(
+                4096,
+                RedisCacheLayer::new(store.clone(), RequestKey::new().into_fn()),
+            )
+            .layer(origin.clone());
+            (store, service)
+        })
+        .collect();
+    let get = |path: &str| {
+        Request::get(format!("http://origin{path}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+
+    let herd: Vec<_> = replicas
+        .iter()
+        .flat_map(|(_, service)| {
+            (0..5).map(|_| tokio::spawn(service.clone().oneshot(get("/users/7"))))
+        })
+        .collect();
+    until("two replicas wait for the third", || {
+        replicas.iter().map(|(s, _)| s.waiting()).sum::<usize>() == 2
+            && calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    gate.add_permits(1);
+    for response in herd {
+        let response = response.await.unwrap().unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "application/json");
+        assert_eq!(response.headers()["x-origin"], "one");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "{\"path\":\"/users/7\"}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // An error status: answered, not stored; the next request loads again.
+    gate.add_permits(10);
+    for (_, service) in &replicas {
+        let response = service.clone().oneshot(get("/broken")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    let mut redis = direct(&server).await;
+    let keys: Vec<String> = redis.keys("http:*").await.unwrap();
+    assert_eq!(keys, vec!["http:{GET http://origin/users/7}:v".to_string()]);
+}

@@ -69,7 +69,7 @@ enum Kind<B> {
 }
 
 impl<B> Collected<B> {
-    pub(super) fn complete(response: Response<Bytes>) -> Self {
+    pub(crate) fn complete(response: Response<Bytes>) -> Self {
         Collected {
             kind: Kind::Complete(response),
         }

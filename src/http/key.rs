@@ -1,5 +1,6 @@
 //! Keys for coalescing and caching HTTP requests: method + URI + chosen headers.
 
+use std::fmt;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
@@ -88,5 +89,30 @@ impl RequestKey {
     /// This key as the function that the coalesce and cache layers take.
     pub fn into_fn<B: Body>(self) -> impl Fn(&Request<B>) -> Option<HttpKey> + Clone {
         move |request| self.key(request)
+    }
+}
+
+/// `METHOD URI`, then for each chosen header ` |=value` (or ` |-` when the
+/// request did not have it): how the key is named in Redis by the
+/// [`redis`](crate::redis) store. Header bytes other than printable ASCII,
+/// `%` and `|` are written `%XX`, so two different keys never print alike.
+impl fmt::Display for HttpKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.method, self.uri)?;
+        for value in &self.headers {
+            let Some(value) = value else {
+                f.write_str(" |-")?;
+                continue;
+            };
+            f.write_str(" |=")?;
+            for &byte in value.as_bytes() {
+                if byte.is_ascii_graphic() && byte != b'%' && byte != b'|' || byte == b' ' {
+                    write!(f, "{}", byte as char)?;
+                } else {
+                    write!(f, "%{byte:02X}")?;
+                }
+            }
+        }
+        Ok(())
     }
 }

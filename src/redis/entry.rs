@@ -10,12 +10,20 @@ use std::time::Duration;
 
 /// A value that can live in Redis: how it is written and read back.
 ///
-/// Implemented for `String`, `Vec<u8>` and [`bytes::Bytes`]. When the bytes
+/// Implemented for `String`, `Vec<u8>`, [`bytes::Bytes`] and (feature
+/// `http`) [`Collected`](crate::http::Collected) responses. When the bytes
 /// under a key fail to decode (another program's, or a changed format),
 /// the request is answered by the origin — never with an error — and the
 /// bytes are left alone (they are not this store's to overwrite).
 pub trait RedisValue: Sized {
-    /// Appends the value's bytes to `out`.
+    /// Whether this value can be written at all (default: yes). A value
+    /// that cannot is still handed to the callers that waited for it.
+    fn is_storable(&self) -> bool {
+        true
+    }
+
+    /// Appends the value's bytes to `out` (called only if
+    /// [`is_storable`](Self::is_storable)).
     fn encode(&self, out: &mut Vec<u8>);
 
     /// Reads a value back; `None` if `bytes` are not one.
@@ -49,6 +57,87 @@ impl RedisValue for bytes::Bytes {
 
     fn decode(bytes: &[u8]) -> Option<Self> {
         Some(bytes::Bytes::copy_from_slice(bytes))
+    }
+}
+
+/// A complete HTTP response (status, version, headers, body). A response
+/// that was too large to collect is not storable; to keep error statuses
+/// out as well, give the store `store_if(Collected::is_cacheable)`.
+#[cfg(feature = "http")]
+impl<B> RedisValue for crate::http::Collected<B> {
+    fn is_storable(&self) -> bool {
+        self.is_complete()
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        let Some(response) = self.as_complete() else {
+            return; // not storable: never called
+        };
+        out.extend_from_slice(&response.status().as_u16().to_le_bytes());
+        let version = [
+            http::Version::HTTP_09,
+            http::Version::HTTP_10,
+            http::Version::HTTP_11,
+            http::Version::HTTP_2,
+            http::Version::HTTP_3,
+        ]
+        .iter()
+        .position(|v| *v == response.version())
+        .unwrap_or(2);
+        out.push(version as u8);
+        let headers = response.headers();
+        out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+        for (name, value) in headers {
+            out.extend_from_slice(&(name.as_str().len() as u32).to_le_bytes());
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(value.as_bytes());
+        }
+        out.extend_from_slice(response.body());
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut input = Reader(bytes);
+        let status = http::StatusCode::from_u16(u16::from_le_bytes(input.array()?)).ok()?;
+        let version = match input.take(1)?[0] {
+            0 => http::Version::HTTP_09,
+            1 => http::Version::HTTP_10,
+            2 => http::Version::HTTP_11,
+            3 => http::Version::HTTP_2,
+            4 => http::Version::HTTP_3,
+            _ => return None,
+        };
+        let count = u32::from_le_bytes(input.array()?) as usize;
+        let mut builder = http::Response::builder().status(status).version(version);
+        for _ in 0..count {
+            let len = u32::from_le_bytes(input.array()?) as usize;
+            let name = http::HeaderName::from_bytes(input.take(len)?).ok()?;
+            let len = u32::from_le_bytes(input.array()?) as usize;
+            let value = http::HeaderValue::from_bytes(input.take(len)?).ok()?;
+            builder = builder.header(name, value);
+        }
+        let body = bytes::Bytes::copy_from_slice(input.0);
+        Some(crate::http::Collected::complete(builder.body(body).ok()?))
+    }
+}
+
+/// Reads a byte string front to back; `None` past its end.
+#[cfg(feature = "http")]
+struct Reader<'a>(&'a [u8]);
+
+#[cfg(feature = "http")]
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
     }
 }
 
@@ -128,6 +217,46 @@ mod tests {
             decode::<Vec<u8>>(&not_utf8).map(|(_, v)| v),
             Some(vec![0xff])
         );
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn http_responses_read_back_whole_and_no_cut_of_them_panics() {
+        use crate::http::Collected;
+
+        let response = http::Response::builder()
+            .status(404)
+            .version(http::Version::HTTP_2)
+            .header("content-type", "text/plain")
+            .header("set-cookie", "a=1")
+            .header("set-cookie", "b=2")
+            .header(
+                "x-bytes",
+                http::HeaderValue::from_bytes(b"\xff\x80ok").unwrap(),
+            )
+            .body(bytes::Bytes::from_static(b"not here"))
+            .unwrap();
+        let header = Header {
+            delta: Duration::from_millis(3),
+            stale: Duration::ZERO,
+        };
+        let bytes = encode(&Collected::<()>::complete(response.clone()), &header);
+        let (read, back) = decode::<Collected<()>>(&bytes).unwrap();
+        assert_eq!(read, header);
+        let back = back.as_complete().unwrap();
+        assert_eq!(back.status(), response.status());
+        assert_eq!(back.version(), response.version());
+        assert_eq!(back.headers(), response.headers());
+        assert_eq!(back.body(), response.body());
+        // Every cut either reads back as a shorter body or is refused; none panics.
+        for cut in 0..bytes.len() {
+            if let Some((_, value)) = decode::<Collected<()>>(&bytes[..cut]) {
+                assert!(value.as_complete().unwrap().body().len() < response.body().len());
+            }
+        }
+        let mut garbage = bytes.clone();
+        garbage[HEADER + 2] = 9; // no such HTTP version
+        assert!(decode::<Collected<()>>(&garbage).is_none());
     }
 
     #[test]

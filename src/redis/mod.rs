@@ -201,6 +201,7 @@ pub struct RedisStore<K, T> {
 struct Shared<K, T> {
     link: Link,
     config: Config,
+    keep: fn(&T) -> bool,
     flights: Arc<Table<K, (T, Served)>>,
     /// Keys this replica is refreshing in the background.
     refreshing: Mutex<HashSet<K>>,
@@ -247,6 +248,7 @@ where
             lease_wait: None,
             op_timeout: Duration::from_millis(200),
             seed: None,
+            keep: |_| true,
             _types: std::marker::PhantomData,
         }
     }
@@ -474,6 +476,9 @@ where
         let value = self.call_origin(service, request).await?;
         let delta = started.elapsed();
         let config = &shared.config;
+        if !value.is_storable() || !(shared.keep)(&value) {
+            return Ok(value); // `held` frees the lease
+        }
         let offset = config.jitter.offset(key, rng.fraction());
         tracing::Span::current().record(CACHE_TTL_OFFSET_MS, telemetry::millis(offset));
         telemetry::count::cache_ttl_offset(offset);
@@ -628,6 +633,7 @@ pub struct RedisStoreBuilder<K, T> {
     lease_wait: Option<Duration>,
     op_timeout: Duration,
     seed: Option<u64>,
+    keep: fn(&T) -> bool,
     _types: std::marker::PhantomData<fn() -> (K, T)>,
 }
 
@@ -669,6 +675,16 @@ where
     /// The deadline of every Redis command, and of connecting (default 200 ms).
     pub fn op_timeout(mut self, timeout: Duration) -> Self {
         self.op_timeout = timeout;
+        self
+    }
+
+    /// Writes a loaded value only if `keep(&value)` (default: every value
+    /// that [`is_storable`](RedisValue::is_storable)). A value that is not
+    /// kept still goes to the callers that waited for it in this replica;
+    /// its lease is freed, and a replica waiting for it loads on its own.
+    /// For HTTP: `store_if(dephase::http::Collected::is_cacheable)`.
+    pub fn store_if(mut self, keep: fn(&T) -> bool) -> Self {
+        self.keep = keep;
         self
     }
 
@@ -715,6 +731,7 @@ where
             shared: Arc::new(Shared {
                 link: Link::new(client, op_timeout),
                 config,
+                keep: self.keep,
                 flights: Table::new(),
                 refreshing: Mutex::new(HashSet::new()),
                 rng: RngSource::from_seed(self.seed),
