@@ -160,6 +160,22 @@ async fn the_layers_count_what_they_did() {
         cached.clone().oneshot(9).await.unwrap();
     }
 
+    // The Redis store with no Redis (port 1 refuses): served by the origin,
+    // counted as `degraded` (and as one more cache miss).
+    #[cfg(feature = "redis")]
+    {
+        use dephase::redis::{RedisCacheLayer, RedisStore};
+        use tower::Layer;
+        let store = RedisStore::builder("redis://127.0.0.1:1/").build().unwrap();
+        let answer = RedisCacheLayer::new(store, |k: &String| Some(k.clone()))
+            .layer(tower::service_fn(|k: String| async move {
+                Ok::<_, BoxError>(k)
+            }))
+            .oneshot("k".to_string())
+            .await;
+        assert_eq!(answer.unwrap(), "k");
+    }
+
     // A deterministic offset, recorded where it is applied.
     let offset = Offset::index(3, 10, Duration::from_secs(10)).unwrap();
     offset.record();
@@ -187,7 +203,17 @@ async fn the_layers_count_what_they_did() {
         "{counters:?}"
     );
     assert_eq!(count(metrics::COALESCE_FOLLOWERS, ""), 2, "{counters:?}");
-    assert_eq!(count(metrics::CACHE_RESULTS, "miss"), 1, "{counters:?}");
+    let redis = u64::from(cfg!(feature = "redis"));
+    assert_eq!(
+        count(metrics::REDIS_LEASES, "degraded"),
+        redis,
+        "{counters:?}"
+    );
+    assert_eq!(
+        count(metrics::CACHE_RESULTS, "miss"),
+        1 + redis,
+        "{counters:?}"
+    );
     assert_eq!(count(metrics::CACHE_RESULTS, "hit"), 2, "{counters:?}");
 
     let offsets = offsets(last);

@@ -77,6 +77,7 @@ where
                     record_result(served.result, served.expires_in);
                     let span = Span::current();
                     span.record(REDIS_LEASE, served.lease);
+                    telemetry::count::redis_lease(served.lease, served.waited);
                     if !served.waited.is_zero() {
                         span.record(REDIS_WAIT_MS, telemetry::millis(served.waited));
                     }

@@ -19,9 +19,14 @@ pub const BREAKER_REJECTIONS: &str = "dephase.breaker.rejections";
 pub const COALESCE_FOLLOWERS: &str = "dephase.coalesce.followers";
 /// Cache lookups (attribute `dephase.cache.result`). Counter.
 pub const CACHE_RESULTS: &str = "dephase.cache.results";
+/// Requests served through the Redis store (feature `redis`), by how the
+/// fill went across replicas (attribute `dephase.redis.lease`: `none`,
+/// `acquired`, `waited`, `deadline`, `degraded`). Counter.
+pub const REDIS_LEASES: &str = "dephase.redis.leases";
 /// Offsets applied, in milliseconds (attribute `dephase.layer`: `retry`
 /// (a backoff), `breaker` (an open time), `cache` (a TTL jitter), `pace`
-/// (a wait), `offset` (a deterministic offset)). Histogram.
+/// (a wait), `offset` (a deterministic offset), `redis` (the polling of a
+/// replica that waited for another's load)). Histogram.
 pub const OFFSETS: &str = "dephase.offset";
 
 /// The attribute that says which layer applied an offset.
@@ -34,6 +39,8 @@ struct Instruments {
     breaker_rejections: Counter<u64>,
     coalesce_followers: Counter<u64>,
     cache_results: Counter<u64>,
+    #[cfg(feature = "redis")]
+    redis_leases: Counter<u64>,
     offsets: Histogram<f64>,
 }
 
@@ -65,6 +72,11 @@ impl Instruments {
             cache_results: meter
                 .u64_counter(CACHE_RESULTS)
                 .with_description("Cache lookups, by result")
+                .build(),
+            #[cfg(feature = "redis")]
+            redis_leases: meter
+                .u64_counter(REDIS_LEASES)
+                .with_description("Requests through the Redis store, by lease outcome")
                 .build(),
             offsets: meter
                 .f64_histogram(OFFSETS)
@@ -142,4 +154,14 @@ pub(crate) fn cache_ttl_offset(jitter: Duration) {
 
 pub(crate) fn applied_offset(layer: &'static str, applied: Duration) {
     offset(layer, applied);
+}
+
+#[cfg(feature = "redis")]
+pub(crate) fn redis_lease(lease: &'static str, waited: Duration) {
+    instruments()
+        .redis_leases
+        .add(1, &[KeyValue::new(super::REDIS_LEASE, lease)]);
+    if !waited.is_zero() {
+        offset("redis", waited);
+    }
 }

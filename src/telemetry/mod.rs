@@ -145,6 +145,8 @@ pub mod metrics;
 /// The counting hooks every layer calls: through [`metrics`] with the
 /// `otel` feature, empty (and gone after inlining) without it.
 pub(crate) mod count {
+    #[cfg(all(feature = "otel", feature = "redis"))]
+    pub(crate) use super::metrics::redis_lease;
     #[cfg(feature = "otel")]
     pub(crate) use super::metrics::{
         applied_offset, breaker_rejected, breaker_transition, budget_denied, cache_result,
@@ -174,5 +176,8 @@ pub(crate) mod count {
         pub(crate) fn cache_ttl_offset(_jitter: Duration) {}
         #[inline(always)]
         pub(crate) fn applied_offset(_layer: &'static str, _applied: Duration) {}
+        #[inline(always)]
+        #[cfg(feature = "redis")]
+        pub(crate) fn redis_lease(_lease: &'static str, _waited: Duration) {}
     }
 }
