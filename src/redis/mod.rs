@@ -336,7 +336,8 @@ where
     let shared = &store.shared;
     let config = &shared.config;
     let names = store.names(&key);
-    let token = RedisStore::<K, T>::token();
+    // Made when a lease is asked for (a hit needs none).
+    let mut token = String::new();
     let started = Instant::now();
     let deadline = started + config.lease_wait;
     let mut waited = Duration::ZERO;
@@ -408,7 +409,10 @@ where
                     },
                 ));
             }
-            Some(Found::Missing) => take_lease = Some(config.lease_ttl),
+            Some(Found::Missing) => {
+                token = RedisStore::<K, T>::token();
+                take_lease = Some(config.lease_ttl);
+            }
             Some(Found::Leased) => {
                 let value = store
                     .load(&key, &names, token, &mut service, request, &mut rng)
@@ -429,8 +433,9 @@ where
                     Duration::from_micros(rng.in_range(ceiling / 2, ceiling)).min(deadline - now);
                 polls += 1;
                 _waiting.get_or_insert_with(|| Waiting::new(&shared.waiting));
+                let slept = Instant::now();
                 tokio::time::sleep(pause).await;
-                waited += pause;
+                waited += slept.elapsed(); // what was applied, not planned
             }
         }
     }
