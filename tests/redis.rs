@@ -13,6 +13,11 @@
 mod server;
 mod support;
 
+/// The fleet example (its `main` is not used here).
+#[allow(dead_code)]
+#[path = "../examples/fleet/main.rs"]
+mod fleet;
+
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -811,4 +816,66 @@ async fn http_responses_are_shared_across_replicas_whole() {
     let mut redis = direct(&server).await;
     let keys: Vec<String> = redis.keys("http:*").await.unwrap();
     assert_eq!(keys, vec!["http:{GET http://origin/users/7}:v".to_string()]);
+}
+
+/// The fleet example, shorter (2 s per run, 1 and 4 replicas): with the
+/// lease a fleet makes the origin calls of a single replica; with
+/// in-process caches, more. On the real clock; the claims are about counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_example_shows_one_recompute_per_expiry_with_the_lease() {
+    let Some(server) = server() else { return };
+    let runs = fleet::run(&server.url(), &[1, 4], Duration::from_secs(2)).await;
+    let [(single_local, single_shared), (local, shared)] = runs[..] else {
+        panic!("two sizes, two runs");
+    };
+    assert!(
+        single_shared.origin_calls >= 2,
+        "a cold load and an expiry: {single_shared:?}"
+    );
+    assert_eq!(
+        shared.origin_calls, single_shared.origin_calls,
+        "{shared:?}"
+    );
+    assert_eq!(shared.origin_peak, 1, "{shared:?}");
+    assert!(
+        local.origin_calls > single_local.origin_calls * 3,
+        "{local:?}"
+    );
+    for run in [single_local, single_shared, local, shared] {
+        assert_eq!(run.answered, run.requests, "{run:?}");
+    }
+    assert_eq!(shared.degraded, 0);
+}
+
+mod codec {
+    use bytes::Bytes;
+    use dephase::redis::RedisValue;
+    use proptest::prelude::*;
+
+    use super::support::proptest_config;
+
+    proptest! {
+        #![proptest_config(proptest_config(512))]
+
+        /// Whatever bytes are under a key, reading them never panics.
+        #[test]
+        fn any_bytes_decode_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = String::decode(&bytes);
+            let _ = Vec::<u8>::decode(&bytes);
+            let _ = Bytes::decode(&bytes);
+            #[cfg(feature = "http")]
+            let _ = dephase::http::Collected::<()>::decode(&bytes);
+        }
+
+        /// Strings and byte strings read back as written.
+        #[test]
+        fn values_read_back_as_written(text in ".{0,64}", raw in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut out = Vec::new();
+            text.encode(&mut out);
+            prop_assert_eq!(String::decode(&out), Some(text));
+            let mut out = Vec::new();
+            raw.encode(&mut out);
+            prop_assert_eq!(Vec::<u8>::decode(&out), Some(raw));
+        }
+    }
 }

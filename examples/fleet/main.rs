@@ -90,8 +90,8 @@ pub struct Run {
     pub degraded: usize,
 }
 
-/// Drives `replicas` for the run and counts.
-async fn drive(replicas: Vec<Replica>, origin: &Origin) -> Run {
+/// Drives `replicas` for `run_for` and counts.
+async fn drive(replicas: Vec<Replica>, origin: &Origin, run_for: Duration) -> Run {
     let sent = Arc::new(AtomicUsize::new(0));
     let answered = Arc::new(AtomicUsize::new(0));
     let mut drivers = Vec::new();
@@ -102,7 +102,7 @@ async fn drive(replicas: Vec<Replica>, origin: &Origin) -> Run {
         drivers.push(tokio::spawn(async move {
             let mut ticks = tokio::time::interval_at(start, EVERY);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let end = start + RUN;
+            let end = start + run_for;
             let mut requests = Vec::new();
             while ticks.tick().await < end {
                 sent.fetch_add(1, Ordering::Relaxed);
@@ -133,7 +133,7 @@ async fn drive(replicas: Vec<Replica>, origin: &Origin) -> Run {
 }
 
 /// A fleet of `n` replicas with in-process caches.
-async fn in_process(n: usize) -> Run {
+async fn in_process(n: usize, run_for: Duration) -> Run {
     let origin = Origin::default();
     let replicas = (0..n)
         .map(|_| {
@@ -146,11 +146,11 @@ async fn in_process(n: usize) -> Run {
             BoxCloneSyncService::new(layer.layer(origin.service()))
         })
         .collect();
-    drive(replicas, &origin).await
+    drive(replicas, &origin, run_for).await
 }
 
 /// A fleet of `n` replicas sharing the Redis store at `url`.
-async fn with_redis(n: usize, url: &str) -> Run {
+async fn with_redis(n: usize, url: &str, run_for: Duration) -> Run {
     let origin = Origin::default();
     let stores: Vec<RedisStore<String, String>> = (0..n)
         .map(|_| {
@@ -169,7 +169,7 @@ async fn with_redis(n: usize, url: &str) -> Run {
             BoxCloneSyncService::new(layer.layer(origin.service()))
         })
         .collect();
-    let mut run = drive(replicas, &origin).await;
+    let mut run = drive(replicas, &origin, run_for).await;
     for store in &stores {
         let stats = store.stats();
         run.waited += stats.waited as usize;
@@ -178,11 +178,15 @@ async fn with_redis(n: usize, url: &str) -> Run {
     run
 }
 
-/// Both modes for each fleet size, against the Redis server at `url`.
-pub async fn run(url: &str, sizes: &[usize]) -> Vec<(Run, Run)> {
+/// Both modes for each fleet size, each for `run_for`, against the Redis
+/// server at `url`.
+pub async fn run(url: &str, sizes: &[usize], run_for: Duration) -> Vec<(Run, Run)> {
     let mut runs = Vec::new();
     for &n in sizes {
-        runs.push((in_process(n).await, with_redis(n, url).await));
+        runs.push((
+            in_process(n, run_for).await,
+            with_redis(n, url, run_for).await,
+        ));
     }
     runs
 }
@@ -216,7 +220,7 @@ async fn main() {
         "Redis lease: calls, per expiry, waited",
         "answered in / Redis"
     );
-    let runs = run(&server.url(), &[1, 10, 50]).await;
+    let runs = run(&server.url(), &[1, 10, 50], RUN).await;
     let (single_local, single_shared) = runs[0];
     for (local, shared) in &runs {
         println!(
