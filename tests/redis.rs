@@ -8,15 +8,12 @@
 //! until every replica is waiting on the lease), not with sleeps.
 #![cfg(feature = "redis")]
 
-#[allow(dead_code)]
-#[path = "../examples/fleet/server.rs"]
-mod server;
-mod support;
-
-/// The fleet example (its `main` is not used here).
+/// The fleet example (its `main` is not used here), and its `server`,
+/// which starts `redis-server`.
 #[allow(dead_code)]
 #[path = "../examples/fleet/main.rs"]
 mod fleet;
+mod support;
 
 use std::io;
 use std::sync::Arc;
@@ -25,8 +22,8 @@ use std::time::Duration;
 
 use dephase::BoxError;
 use dephase::redis::{RedisCacheLayer, RedisStore};
+use fleet::server::{RedisServer, SKIPPED};
 use redis::AsyncCommands;
-use server::{RedisServer, SKIPPED};
 use tokio::sync::Semaphore;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 

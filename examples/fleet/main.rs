@@ -21,7 +21,7 @@
 //! cargo run --release --example fleet --features redis
 //! ```
 
-mod server;
+pub mod server;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

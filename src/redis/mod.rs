@@ -478,11 +478,18 @@ where
             token: token.clone(),
         };
         let started = Instant::now();
-        let value = self.call_origin(service, request).await?;
+        let value = match self.call_origin(service, request).await {
+            Ok(value) => value,
+            Err(error) => {
+                held.release().await; // the next filler need not wait for it to expire
+                return Err(error);
+            }
+        };
         let delta = started.elapsed();
         let config = &shared.config;
         if !value.is_storable() || !(shared.keep)(&value) {
-            return Ok(value); // `held` frees the lease
+            held.release().await;
+            return Ok(value);
         }
         let offset = config.jitter.offset(key, rng.fraction());
         tracing::Span::current().record(CACHE_TTL_OFFSET_MS, telemetry::millis(offset));
@@ -580,8 +587,9 @@ where
     }
 }
 
-/// The lease held by a load: freed in the background if the load fails,
-/// panics or is cancelled before its value is written.
+/// The lease held by a load: freed when the load fails or its value is not
+/// stored, and in the background if the load panics or is cancelled before
+/// its value is written.
 struct Held<K, T>
 where
     K: fmt::Display + Hash + Eq + Clone + Send + Sync + 'static,
@@ -590,6 +598,18 @@ where
     store: RedisStore<K, T>,
     names: Option<Names>,
     token: String,
+}
+
+impl<K, T> Held<K, T>
+where
+    K: fmt::Display + Hash + Eq + Clone + Send + Sync + 'static,
+    T: RedisValue + Clone + Send + Sync + 'static,
+{
+    async fn release(&mut self) {
+        if let Some(names) = self.names.take() {
+            lease::release(&self.store.shared.link, &names, &self.token).await;
+        }
+    }
 }
 
 impl<K, T> Drop for Held<K, T>
