@@ -566,7 +566,23 @@ async fn a_value_that_is_not_ours_is_reloaded_and_never_an_error() {
         service.clone().oneshot("j".into()).await.unwrap(),
         "value:j:2"
     );
-    assert_eq!(store.stats().degraded, 2);
+    // A hash under the key: Redis answers WRONGTYPE, which is an answer —
+    // that request goes to the origin, and Redis is not marked down.
+    let _: () = redis.hset("test:{h}:v", "field", "value").await.unwrap();
+    assert_eq!(
+        service.clone().oneshot("h".into()).await.unwrap(),
+        "value:h:3"
+    );
+    assert!(!store.is_degraded());
+    assert_eq!(
+        service.clone().oneshot("j2".into()).await.unwrap(),
+        "value:j2:4"
+    );
+    assert_eq!(
+        service.clone().oneshot("j2".into()).await.unwrap(),
+        "value:j2:4"
+    );
+    assert_eq!(store.stats().degraded, 3);
     // Not overwritten: it is not ours to replace.
     let foreign: String = redis.get("test:{k}:v").await.unwrap();
     assert_eq!(foreign, "written by another program");

@@ -11,11 +11,12 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, ErrorKind, RedisError};
+use ::redis::{AsyncConnectionConfig, RedisError};
 use tokio::time::Instant;
 use tracing::Level;
 
@@ -29,6 +30,19 @@ pub(super) struct Link {
     /// Held while connecting, so that one caller connects and the others
     /// wait for its result instead of opening connections of their own.
     connecting: tokio::sync::Mutex<()>,
+    /// When Redis last refused a command (ms since `epoch`; 0: never).
+    last_refusal: AtomicU64,
+    epoch: std::time::Instant,
+}
+
+/// Whether a command's error means the connection (or Redis) is gone,
+/// rather than that Redis answered with an error.
+fn breaks_link(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_unrecoverable_error()
 }
 
 struct State {
@@ -66,6 +80,8 @@ impl Link {
             }),
             reconnect,
             connecting: tokio::sync::Mutex::new(()),
+            last_refusal: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
         }
     }
 
@@ -84,20 +100,11 @@ impl Link {
         let (generation, connection) = self.connection().await?;
         match tokio::time::timeout(self.op_timeout, op(connection)).await {
             Ok(Ok(reply)) => Some(reply),
-            // A reply of the wrong shape (another program's data under our
-            // key): this command failed, the link is fine.
-            Ok(Err(error))
-                if matches!(
-                    error.kind(),
-                    ErrorKind::Parse | ErrorKind::UnexpectedReturnType
-                ) =>
-            {
-                tracing::event!(
-                    target: "dephase::redis",
-                    Level::WARN,
-                    %error,
-                    "unexpected reply from Redis; this request goes to the origin"
-                );
+            // Redis answered, with an error (WRONGTYPE: another program's
+            // data under our key; LOADING, BUSY, OOM...) or a reply of the
+            // wrong shape: this command failed, the link is fine.
+            Ok(Err(error)) if !breaks_link(&error) => {
+                self.refused(&error);
                 None
             }
             Ok(Err(error)) => {
@@ -111,6 +118,25 @@ impl Link {
                 );
                 None
             }
+        }
+    }
+
+    /// Says (at most once a second) that Redis refused a command.
+    fn refused(&self, error: &RedisError) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let last = self.last_refusal.load(Ordering::Relaxed);
+        if (last == 0 || now >= last + 1000)
+            && self
+                .last_refusal
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::event!(
+                target: "dephase::redis",
+                Level::WARN,
+                %error,
+                "Redis refused a command; that request goes to the origin (said at most once a second)"
+            );
         }
     }
 

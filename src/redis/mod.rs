@@ -41,10 +41,13 @@
 //! # When Redis is slow or down
 //!
 //! Every Redis command has a deadline (`op_timeout`, 200 ms by default). A
-//! command that fails or times out sends the request to the origin (still
-//! coalesced within the replica) — no request fails because of Redis — and
-//! marks Redis down: for a jittered, growing delay (100 ms to 5 s) nothing
-//! is sent to Redis at all, then the next request reconnects. A `WARN`
+//! command that fails sends its request to the origin (still coalesced
+//! within the replica) — no request fails because of Redis. One that could
+//! not reach Redis (refused, dropped, timed out) also marks Redis down: for
+//! a jittered, growing delay (100 ms to 5 s) nothing is sent to Redis at
+//! all, then the next request reconnects. An error *reply* (`WRONGTYPE`
+//! under a key of another program's, `LOADING`, `OOM`...) does not: Redis
+//! answered. A `WARN`
 //! event (target `dephase::redis`) says when Redis is lost, an `INFO` event
 //! when it is back. [`RedisStore::stats`] counts what happened.
 //!
