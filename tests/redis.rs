@@ -15,6 +15,7 @@
 mod fleet;
 mod support;
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -109,10 +110,15 @@ fn store(server: &RedisServer) -> dephase::redis::RedisStoreBuilder<String, Stri
         .seed(7)
 }
 
-/// Waits (real time, bounded) until `done()` holds.
+/// Waits (real time, bounded: 10 s) until `done()` holds.
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    until_async(what, || std::future::ready(done())).await;
+}
+
+/// Waits (real time, bounded: 10 s) until `done()` resolves to `true`.
+async fn until_async<F: Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
     for _ in 0..2000 {
-        if done() {
+        if done().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -413,15 +419,13 @@ async fn a_cancelled_load_frees_the_lease_at_once() {
     assert!(held);
     load.abort();
     assert!(load.await.unwrap_err().is_cancelled());
-    for _ in 0..400 {
-        let held: bool = redis.exists("test:{k}:l").await.unwrap();
-        if !held {
-            assert_eq!(store.flights_in_progress(), 0);
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("the cancelled load's lease (600 s) was not freed");
+    // Its lease is for 600 s: only the release can free it in time.
+    until_async("the cancelled load's lease is freed", || {
+        let mut redis = redis.clone();
+        async move { !redis.exists::<_, bool>("test:{k}:l").await.unwrap() }
+    })
+    .await;
+    assert_eq!(store.flights_in_progress(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
