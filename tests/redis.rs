@@ -611,6 +611,25 @@ fn bad_settings_are_errors_not_panics() {
         field(builder().op_timeout(Duration::ZERO)),
         "redis.op_timeout"
     );
+    let forever = Duration::MAX;
+    assert_eq!(field(builder().ttl(forever)), "redis.ttl");
+    assert_eq!(
+        field(builder().stale_while_revalidate(forever)),
+        "redis.ttl"
+    );
+    assert_eq!(
+        field(builder().ttl_jitter(dephase::cache::TtlJitter::PerKey(forever))),
+        "redis.ttl"
+    );
+    assert_eq!(field(builder().lease_ttl(forever)), "redis.lease_ttl");
+    assert_eq!(field(builder().lease_wait(forever)), "redis.lease_wait");
+    assert_eq!(field(builder().op_timeout(forever)), "redis.op_timeout");
+    assert!(
+        builder()
+            .ttl(Duration::from_secs(86_400 * 365))
+            .build()
+            .is_ok()
+    );
     for beta in [0.0, -1.0, f64::NAN, f64::INFINITY] {
         assert_eq!(field(builder().beta(beta)), "redis.beta");
     }

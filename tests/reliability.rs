@@ -326,6 +326,28 @@ fn invalid_settings_are_errors_that_name_their_field() {
             ),
             "cache.negative_ttl",
         ),
+        // Lives added to the clock: a TTL whose default jitter (a tenth)
+        // overflowed panicked at the first load.
+        (
+            field(Store::<u64, u64>::builder(10).ttl(Duration::MAX).build()),
+            "cache.ttl",
+        ),
+        (
+            field(
+                Store::<u64, u64>::builder(10)
+                    .stale_if_error(Duration::MAX)
+                    .build(),
+            ),
+            "cache.ttl",
+        ),
+        (
+            field(
+                Store::<u64, u64>::builder(10)
+                    .negative_ttl(Duration::MAX)
+                    .build(),
+            ),
+            "cache.negative_ttl",
+        ),
         // offsets and measures
         (field(Offset::hash("job", Duration::ZERO)), "offset.window"),
         (

@@ -58,6 +58,14 @@ pub enum TtlJitter {
 }
 
 impl TtlJitter {
+    /// The most this jitter adds to a TTL.
+    pub(crate) fn max(&self) -> Duration {
+        match self {
+            TtlJitter::None => Duration::ZERO,
+            TtlJitter::Random(max) | TtlJitter::PerKey(max) => *max,
+        }
+    }
+
     /// The extra life of one entry; `fraction` is a uniform fraction of 2⁶⁴.
     pub(crate) fn offset<K: Hash>(&self, key: &K, fraction: u64) -> Duration {
         match self {

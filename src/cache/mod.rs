@@ -222,6 +222,19 @@ where
     }
 }
 
+/// The longest life, window or wait a store accepts: lives are added to
+/// the clock (and sent to Redis as milliseconds), so they are kept far from
+/// either's overflow.
+pub(crate) const MAX_LIFE: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `d`, unless it is over [`MAX_LIFE`].
+pub(crate) fn at_most_max_life(field: &'static str, d: Duration) -> Result<Duration, ConfigError> {
+    if d > MAX_LIFE {
+        return Err(ConfigError::new(field, "must be at most 100 years"));
+    }
+    Ok(d)
+}
+
 /// Checks a TTL (not zero) and an XFetch β (positive and finite), shared by
 /// the in-process and the Redis stores; returns β.
 pub(crate) fn check_freshness(
@@ -337,12 +350,18 @@ where
     ///
     /// A zero capacity (`cache.max_capacity`), a zero TTL (`cache.ttl`), a
     /// β that is not positive and finite (`cache.beta`), a zero negative TTL
-    /// (`cache.negative_ttl`).
+    /// (`cache.negative_ttl`); a TTL (with its jitter and the longer of the
+    /// stale windows) or a negative TTL over 100 years.
     pub fn build(self) -> Result<Store<K, T>, ConfigError> {
         if self.max_capacity == 0 {
             return Err(ConfigError::new("cache.max_capacity", "must be at least 1"));
         }
         let beta = check_freshness(("cache.ttl", self.ttl), ("cache.beta", self.beta))?;
+        let jitter = self.jitter.unwrap_or(TtlJitter::Random(self.ttl / 10));
+        let longest = (self.ttl.saturating_add(jitter.max()))
+            .saturating_add(self.stale_while_revalidate.max(self.stale_if_error));
+        at_most_max_life("cache.ttl", longest)?;
+        at_most_max_life("cache.negative_ttl", self.negative_ttl.unwrap_or_default())?;
         if self.negative_ttl.is_some_and(|t| t.is_zero()) {
             return Err(ConfigError::new(
                 "cache.negative_ttl",
@@ -353,7 +372,7 @@ where
             ttl: self.ttl,
             beta,
             xfetch: self.xfetch,
-            jitter: self.jitter.unwrap_or(TtlJitter::Random(self.ttl / 10)),
+            jitter,
             stale_while_revalidate: self.stale_while_revalidate,
             stale_if_error: self.stale_if_error,
             negative_ttl: self.negative_ttl,

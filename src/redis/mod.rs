@@ -129,7 +129,7 @@ use self::lease::{Found, Names};
 use self::link::Link;
 use crate::BoxError;
 use crate::cache::entry::refresh_early;
-use crate::cache::{TtlJitter, check_freshness};
+use crate::cache::{TtlJitter, at_most_max_life, check_freshness};
 use crate::coalesce::{Call, Joined, Table};
 use crate::error::ConfigError;
 use crate::rng::{RngSource, Stream};
@@ -730,7 +730,9 @@ where
     ///
     /// A URL that is not a Redis URL (`redis.url`), a zero TTL (`redis.ttl`),
     /// a β that is not positive and finite (`redis.beta`), a zero lease TTL
-    /// (`redis.lease_ttl`), a zero `op_timeout` (`redis.op_timeout`).
+    /// (`redis.lease_ttl`), a zero `op_timeout` (`redis.op_timeout`); a TTL
+    /// (with its jitter and stale window), lease TTL, lease wait or
+    /// `op_timeout` over 100 years.
     pub fn build(self) -> Result<RedisStore<K, T>, ConfigError> {
         let client = ::redis::Client::open(self.url.as_str())
             .map_err(|e| ConfigError::new("redis.url", e.to_string()))?;
@@ -745,15 +747,23 @@ where
         let ttl = self.ttl;
         let lease_ttl = positive("redis.lease_ttl", self.lease_ttl)?;
         let op_timeout = positive("redis.op_timeout", self.op_timeout)?;
+        let jitter = self.jitter.unwrap_or(TtlJitter::Random(ttl / 10));
+        let longest =
+            (ttl.saturating_add(jitter.max())).saturating_add(self.stale_while_revalidate);
+        at_most_max_life("redis.ttl", longest)?;
+        at_most_max_life("redis.lease_ttl", lease_ttl)?;
+        at_most_max_life("redis.op_timeout", op_timeout)?;
+        let lease_wait =
+            at_most_max_life("redis.lease_wait", self.lease_wait.unwrap_or(lease_ttl))?;
         let config = Config {
             prefix: self.prefix,
             ttl,
             beta,
             xfetch: self.xfetch,
-            jitter: self.jitter.unwrap_or(TtlJitter::Random(ttl / 10)),
+            jitter,
             stale_while_revalidate: self.stale_while_revalidate,
             lease_ttl,
-            lease_wait: self.lease_wait.unwrap_or(lease_ttl),
+            lease_wait,
         };
         Ok(RedisStore {
             shared: Arc::new(Shared {
