@@ -1,5 +1,6 @@
 //! A cache shared by every replica through Redis, with leases so that one
-//! replica in the whole fleet refills an expired key (feature `redis`).
+//! replica in the whole fleet refills an expired key (feature `redis`,
+//! which needs Rust 1.88: the `redis` crate's minimum).
 //!
 //! # Why
 //!
