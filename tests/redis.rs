@@ -602,6 +602,11 @@ fn bad_settings_are_errors_not_panics() {
         "redis.url"
     );
     assert_eq!(field(RedisStore::builder("")), "redis.url");
+    // TLS is not built in: said at build time, not at the first request.
+    assert_eq!(
+        field(RedisStore::builder("rediss://127.0.0.1:6380/")),
+        "redis.url"
+    );
     assert_eq!(field(builder().ttl(Duration::ZERO)), "redis.ttl");
     assert_eq!(
         field(builder().lease_ttl(Duration::ZERO)),
