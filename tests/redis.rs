@@ -110,6 +110,14 @@ fn store(server: &RedisServer) -> dephase::redis::RedisStoreBuilder<String, Stri
         .seed(7)
 }
 
+/// Asks `service` for `key` (a clone of it, readied) and unwraps the answer.
+async fn ask<S>(service: &S, key: &str) -> String
+where
+    S: Service<String, Response = String, Error = BoxError> + Clone,
+{
+    service.clone().oneshot(key.to_string()).await.unwrap()
+}
+
 /// Waits (real time, bounded: 10 s) until `done()` holds.
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
     until_async(what, || std::future::ready(done())).await;
@@ -201,14 +209,8 @@ async fn redis_stopped_mid_test_requests_still_succeed() {
         .build()
         .unwrap();
     let service = origin.cached(&store);
-    assert_eq!(
-        service.clone().oneshot("k".into()).await.unwrap(),
-        "value:k:1"
-    );
-    assert_eq!(
-        service.clone().oneshot("k".into()).await.unwrap(),
-        "value:k:1"
-    );
+    assert_eq!(ask(&service, "k").await, "value:k:1");
+    assert_eq!(ask(&service, "k").await, "value:k:1");
     assert_eq!(store.stats().hits, 1);
 
     server.stop();
@@ -321,7 +323,7 @@ async fn a_paused_redis_is_given_up_on_after_the_op_timeout() {
     assert!(service.clone().oneshot("k".into()).await.is_ok());
     // Redis stops answering every client for 3 s (it stays connected).
     server.command("CLIENT PAUSE 3000 ALL").unwrap();
-    let answer = service.clone().oneshot("k".to_string()).await.unwrap();
+    let answer = ask(&service, "k").await;
     assert_eq!(answer, "value:k:2");
     assert!(store.is_degraded());
     assert_eq!(store.stats().degraded, 1);
@@ -366,10 +368,7 @@ async fn a_dead_holders_lease_expires_and_a_waiting_replica_fills_the_key() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    assert_eq!(
-        service.clone().oneshot("k".to_string()).await.unwrap(),
-        "value:k:1"
-    );
+    assert_eq!(ask(&service, "k").await, "value:k:1");
     assert_eq!(origin.calls(), 1);
     assert_eq!(
         store.stats().waited,
@@ -391,10 +390,7 @@ async fn a_replica_waits_no_longer_than_lease_wait() {
     let service = origin.cached(&store);
     let mut redis = direct(&server).await;
     let _: () = redis.set("test:{k}:l", "a-slow-holder").await.unwrap();
-    assert_eq!(
-        service.clone().oneshot("k".to_string()).await.unwrap(),
-        "value:k:1"
-    );
+    assert_eq!(ask(&service, "k").await, "value:k:1");
     assert_eq!(store.stats().wait_deadlines, 1);
     let value: Option<Vec<u8>> = redis.get("test:{k}:v").await.unwrap();
     assert_eq!(
@@ -426,6 +422,27 @@ async fn a_cancelled_load_frees_the_lease_at_once() {
     })
     .await;
     assert_eq!(store.flights_in_progress(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_dropped_while_it_waits_on_a_lease_leaves_nothing_behind() {
+    let Some(server) = server() else { return };
+    let origin = Origin::open();
+    let store = store(&server).build().unwrap();
+    let service = origin.cached(&store);
+    assert_eq!(
+        server.command("SET test:{k}:l other PX 600000").unwrap(),
+        "+OK"
+    );
+    let waiter = tokio::spawn(service.clone().oneshot("k".to_string()));
+    until("it polls", || store.waiting() == 1).await;
+    waiter.abort();
+    assert!(waiter.await.unwrap_err().is_cancelled());
+    assert_eq!(store.waiting(), 0);
+    assert_eq!(store.flights_in_progress(), 0);
+    assert_eq!(origin.calls(), 0);
+    // The other holder's lease is untouched.
+    assert_eq!(server.command("EXISTS test:{k}:l").unwrap(), ":1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,10 +496,7 @@ async fn an_early_refresh_is_made_by_one_replica_of_the_fleet() {
     // Every replica hits, and wants an early refresh; one takes the lease
     // and is held at the origin until the others have tried and given up.
     for service in &services {
-        assert_eq!(
-            service.clone().oneshot("k".into()).await.unwrap(),
-            "value:k:1"
-        );
+        assert_eq!(ask(service, "k").await, "value:k:1");
     }
     until("one refresh holds the lease", || {
         origin.calls() == 2
@@ -503,10 +517,7 @@ async fn an_early_refresh_is_made_by_one_replica_of_the_fleet() {
     assert_eq!(early, 5, "every replica started one, in the background");
     // The refreshed value is what every replica now gets (and refreshes again).
     origin.gate.add_permits(100);
-    assert_eq!(
-        services[3].clone().oneshot("k".into()).await.unwrap(),
-        "value:k:2"
-    );
+    assert_eq!(ask(&services[3], "k").await, "value:k:2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -523,18 +534,12 @@ async fn a_value_in_its_stale_window_is_served_while_one_replica_refreshes() {
         })
         .collect();
     let services: Vec<_> = stores.iter().map(|s| origin.cached(s)).collect();
-    assert_eq!(
-        services[0].clone().oneshot("k".into()).await.unwrap(),
-        "value:k:1"
-    );
+    assert_eq!(ask(&services[0], "k").await, "value:k:1");
     // Past its freshness: 10 s of its 30 s stale window left.
     let mut redis = direct(&server).await;
     let _: bool = redis.pexpire("test:{k}:v", 10_000).await.unwrap();
     for service in &services {
-        assert_eq!(
-            service.clone().oneshot("k".into()).await.unwrap(),
-            "value:k:1"
-        );
+        assert_eq!(ask(service, "k").await, "value:k:1");
     }
     origin.gate.add_permits(100); // the refresh may end now
     until("the refreshes ended", || {
@@ -543,10 +548,7 @@ async fn a_value_in_its_stale_window_is_served_while_one_replica_refreshes() {
     .await;
     assert_eq!(origin.calls(), 2, "one refresh for the fleet");
     assert_eq!(stores.iter().map(|s| s.stats().stale).sum::<u64>(), 3);
-    assert_eq!(
-        services[1].clone().oneshot("k".into()).await.unwrap(),
-        "value:k:2"
-    );
+    assert_eq!(ask(&services[1], "k").await, "value:k:2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -560,32 +562,17 @@ async fn a_value_that_is_not_ours_is_reloaded_and_never_an_error() {
         .set("test:{k}:v", "written by another program")
         .await
         .unwrap();
-    assert_eq!(
-        service.clone().oneshot("k".into()).await.unwrap(),
-        "value:k:1"
-    );
+    assert_eq!(ask(&service, "k").await, "value:k:1");
     let _: () = redis.set("test:{j}:v", 42).await.unwrap();
     let _: () = redis.set("test:{j}:l", 42).await.unwrap();
-    assert_eq!(
-        service.clone().oneshot("j".into()).await.unwrap(),
-        "value:j:2"
-    );
+    assert_eq!(ask(&service, "j").await, "value:j:2");
     // A hash under the key: Redis answers WRONGTYPE, which is an answer —
     // that request goes to the origin, and Redis is not marked down.
     let _: () = redis.hset("test:{h}:v", "field", "value").await.unwrap();
-    assert_eq!(
-        service.clone().oneshot("h".into()).await.unwrap(),
-        "value:h:3"
-    );
+    assert_eq!(ask(&service, "h").await, "value:h:3");
     assert!(!store.is_degraded());
-    assert_eq!(
-        service.clone().oneshot("j2".into()).await.unwrap(),
-        "value:j2:4"
-    );
-    assert_eq!(
-        service.clone().oneshot("j2".into()).await.unwrap(),
-        "value:j2:4"
-    );
+    assert_eq!(ask(&service, "j2").await, "value:j2:4");
+    assert_eq!(ask(&service, "j2").await, "value:j2:4");
     assert_eq!(store.stats().degraded, 3);
     // Not overwritten: it is not ours to replace.
     let foreign: String = redis.get("test:{k}:v").await.unwrap();
@@ -753,10 +740,7 @@ async fn a_near_cache_in_front_answers_hot_keys_without_redis() {
         .collect();
     for (_, service) in &replicas {
         for _ in 0..10 {
-            assert_eq!(
-                service.clone().oneshot("k".into()).await.unwrap(),
-                "value:k:1"
-            );
+            assert_eq!(ask(service, "k").await, "value:k:1");
         }
     }
     assert_eq!(origin.calls(), 1, "one load for the fleet");

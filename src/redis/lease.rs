@@ -91,20 +91,26 @@ return 0
     )
 });
 
-/// The Redis keys of one cache key.
+/// The Redis keys of one cache key: `<prefix>{<key>}:v` for the value,
+/// and the same ending in `:l` for the lease, made only when a lease is
+/// asked for (a hit formats one key).
 #[derive(Debug, Clone)]
 pub(super) struct Names {
     pub(super) value: String,
-    pub(super) lease: String,
 }
 
 impl Names {
     pub(super) fn new(prefix: &str, key: &dyn std::fmt::Display) -> Self {
-        let tagged = format!("{prefix}{{{key}}}");
         Names {
-            value: format!("{tagged}:v"),
-            lease: format!("{tagged}:l"),
+            value: format!("{prefix}{{{key}}}:v"),
         }
+    }
+
+    pub(super) fn lease(&self) -> String {
+        let mut lease = self.value.clone();
+        lease.pop();
+        lease.push('l');
+        lease
     }
 }
 
@@ -140,7 +146,7 @@ pub(super) async fn lookup(
                 Some(ttl) => {
                     LOOKUP
                         .key(&names.value)
-                        .key(&names.lease)
+                        .key(names.lease())
                         .arg(token)
                         .arg(px(ttl))
                         .invoke_async(&mut c)
@@ -179,7 +185,7 @@ pub(super) async fn acquire(
     link.run(|mut c: MultiplexedConnection| async move {
         let taken: i64 = REFRESH
             .key(&names.value)
-            .key(&names.lease)
+            .key(names.lease())
             .arg(token)
             .arg(px(ttl))
             .arg(seen_pttl)
@@ -202,7 +208,7 @@ pub(super) async fn write(
     link.run(|mut c: MultiplexedConnection| async move {
         let written: i64 = WRITE
             .key(&names.value)
-            .key(&names.lease)
+            .key(names.lease())
             .arg(token)
             .arg(bytes)
             .arg(px(life))
@@ -217,7 +223,7 @@ pub(super) async fn write(
 pub(super) async fn release(link: &Link, names: &Names, token: &str) -> Option<()> {
     link.run(|mut c: MultiplexedConnection| async move {
         let _: i64 = RELEASE
-            .key(&names.lease)
+            .key(names.lease())
             .arg(token)
             .invoke_async(&mut c)
             .await?;
