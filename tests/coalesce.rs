@@ -193,9 +193,7 @@ async fn a_panic_goes_to_every_waiter_and_frees_the_key() {
     let svc = coalesced(&origin);
     for result in herd(&svc, 20, (3, Act::Panic)).await {
         let err = result.unwrap_err();
-        let panicked = err
-            .downcast_ref::<Shared>()
-            .and_then(|s| s.inner().downcast_ref::<Panicked>());
+        let panicked = err.downcast_ref::<Panicked>();
         assert!(
             panicked
                 .expect("a panic error")

@@ -87,7 +87,7 @@ pub use self::future::ResponseFuture;
 pub use self::layer::CacheLayer;
 use crate::BoxError;
 use crate::coalesce::error::Shared;
-use crate::coalesce::{Call, Joined, Table};
+use crate::coalesce::{Call, Fence, Joined, Table};
 use crate::error::{ConfigError, check_f64};
 use crate::rng::{RngSource, Stream};
 use crate::telemetry::{self, CACHE_EXPIRES_IN_MS, CACHE_RESULT, CACHE_TTL_OFFSET_MS};
@@ -119,6 +119,14 @@ struct Config {
     stale_while_revalidate: Duration,
     stale_if_error: Duration,
     negative_ttl: Option<Duration>,
+}
+
+impl Config {
+    /// How long past its expiry a value may still be served (the longer of
+    /// the two stale windows).
+    fn stale_window(&self) -> Duration {
+        self.stale_while_revalidate.max(self.stale_if_error)
+    }
 }
 
 /// The cache's store: bounded entries plus the table of loads in flight.
@@ -176,14 +184,23 @@ where
     }
 
     /// Removes `key`'s entry; the next request for it loads it.
+    ///
+    /// The invalidation wins over every load of `key` that started before
+    /// it: such a load still answers the callers that were waiting for it,
+    /// but does not store its value, and a request that comes after the
+    /// invalidation starts a load of its own instead of joining it.
     pub fn invalidate(&self, key: &K) {
+        // Fence first, then remove: a load that stored before the fence is
+        // removed here; one that would store after it does not.
+        self.shared.loads.fence(key);
         self.shared.entries.invalidate(key);
     }
 
     /// The call for a load of `key`: awaits `future`, measures `Δ`, and
-    /// stores the value (or, with a negative TTL, the error).
+    /// stores the value (or, with a negative TTL, the error) unless `fence`
+    /// says that the key was invalidated meanwhile.
     /// `fraction` (a uniform fraction of 2⁶⁴) draws the new entry's TTL jitter.
-    fn load_call<F, E>(&self, key: K, future: F, fraction: u64) -> Call<T>
+    fn load_call<F, E>(&self, key: K, future: F, fraction: u64, fence: Fence<K, T>) -> Call<T>
     where
         F: std::future::Future<Output = Result<T, E>> + Send + 'static,
         E: Into<BoxError>,
@@ -200,20 +217,25 @@ where
                     let offset = config.jitter.offset(&key, fraction);
                     Span::current().record(CACHE_TTL_OFFSET_MS, telemetry::millis(offset));
                     telemetry::count::cache_ttl_offset(offset);
-                    store(
-                        &shared,
-                        key,
-                        Ok(value.clone()),
-                        now,
-                        delta,
-                        config.ttl + offset,
-                    );
+                    let life = config.ttl + offset;
+                    fence.store_unless_fenced(|| {
+                        store(&shared, key, Ok(value.clone()), now, delta, life);
+                    });
                     Ok(value)
                 }
                 Err(error) => {
                     let error = Arc::new(error.into());
                     if let Some(ttl) = config.negative_ttl {
-                        store(&shared, key, Err(Arc::clone(&error)), now, delta, ttl);
+                        fence.store_unless_fenced(|| {
+                            // A failure never replaces a value that is still
+                            // servable (fresh, or within a stale window).
+                            let servable = shared.entries.get(&key).is_some_and(|old| {
+                                old.value.is_ok() && now < old.expires + config.stale_window()
+                            });
+                            if !servable {
+                                store(&shared, key, Err(Arc::clone(&error)), now, delta, ttl);
+                            }
+                        });
                     }
                     Err(error)
                 }
@@ -504,9 +526,12 @@ where
         match shared.loads.join(key.clone()) {
             Joined::Follower(waiter) => ResponseFuture::load(waiter, stale),
             Joined::Leader(starter) => {
-                let call = self
-                    .store
-                    .load_call(key, self.inner.call(request), self.rng.fraction());
+                let call = self.store.load_call(
+                    key,
+                    self.inner.call(request),
+                    self.rng.fraction(),
+                    starter.fence(),
+                );
                 ResponseFuture::load(starter.start(call), stale)
             }
         }
@@ -532,9 +557,12 @@ where
         let Some(starter) = self.store.shared.loads.lead(key.clone()) else {
             return false; // a load of this key is already running
         };
-        let call = self
-            .store
-            .load_call(key, self.inner.call(request), self.rng.fraction());
+        let call = self.store.load_call(
+            key,
+            self.inner.call(request),
+            self.rng.fraction(),
+            starter.fence(),
+        );
         let mut waiter = starter.start(call);
         runtime.spawn(async move {
             let _ = std::future::poll_fn(|cx| waiter.poll(cx)).await;

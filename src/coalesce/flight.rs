@@ -7,6 +7,16 @@
 //! last waiter goes away, the call is dropped (cancelled) and the key freed.
 //! A panic in the call becomes an error for every waiter and frees the key.
 //! The table is sharded by key so that unrelated keys do not contend.
+//!
+//! Waiters live in a slab whose slots are reused: a flight that never ends
+//! while callers keep coming and going holds one slot per caller *still
+//! there*, and handing the driving over takes the first registered waiter
+//! from a list, in constant time.
+//!
+//! A flight can be **fenced** ([`Table::fence`]): it leaves the table (the
+//! next caller starts a new flight) and its call is told, through its
+//! [`Fence`], not to store what it loads — an invalidation wins over every
+//! load that started before it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,10 +31,10 @@ use crate::BoxError;
 
 /// The call a flight makes, boxed: it is stored in the shared flight and
 /// polled by whichever waiter drives, so its type is erased.
-pub(crate) type Call<T> = Pin<Box<dyn Future<Output = Outcome<T>> + Send>>;
+pub(crate) type Call<T> = Pin<Box<dyn Future<Output = Landing<T>> + Send>>;
 
 /// What every waiter of a flight gets.
-pub(crate) type Outcome<T> = Result<T, Arc<BoxError>>;
+pub(crate) type Landing<T> = Result<T, Arc<BoxError>>;
 
 const SHARDS: usize = 64;
 
@@ -46,18 +56,17 @@ struct State<T> {
     call: Option<Call<T>>,
     /// A waiter is polling `call` right now (it is taken out meanwhile).
     polling: bool,
-    done: Option<Outcome<T>>,
+    done: Option<Landing<T>>,
     /// No more waiters may join: the flight finished or was cancelled.
     closed: bool,
-    driver: Option<u64>,
-    /// The wakers of waiting callers, indexed by waiter id (ids are handed
-    /// out in order, so this is a dense table: registering is O(1)).
-    waiters: Vec<Option<Waker>>,
+    /// An invalidation came after the call started: it must not store.
+    fenced: bool,
+    driver: Option<usize>,
+    waiters: Slots,
     /// Waiters that have not gone away.
     interested: usize,
     /// Every caller that joined, for telemetry.
     joined: usize,
-    next_id: u64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -92,7 +101,9 @@ impl<K: Hash + Eq + Clone, T: Clone> Table<K, T> {
         if let Some(flight) = shard.get(&key) {
             let mut state = lock(&flight.state);
             if !state.closed {
-                let id = state.add_waiter();
+                state.interested += 1;
+                state.joined += 1;
+                let id = state.waiters.add();
                 drop(state);
                 return Joined::Follower(Waiter::new(Arc::clone(flight), id, false));
             }
@@ -115,6 +126,8 @@ impl<K: Hash + Eq + Clone, T: Clone> Table<K, T> {
         shard: &mut HashMap<K, Arc<Flight<K, T>>>,
         key: K,
     ) -> Starter<K, T> {
+        let mut waiters = Slots::default();
+        let id = waiters.add();
         let flight = Arc::new(Flight {
             key: key.clone(),
             table: Arc::downgrade(self),
@@ -123,16 +136,16 @@ impl<K: Hash + Eq + Clone, T: Clone> Table<K, T> {
                 polling: false,
                 done: None,
                 closed: false,
-                driver: Some(0),
-                waiters: Vec::new(),
+                fenced: false,
+                driver: Some(id),
+                waiters,
                 interested: 1,
                 joined: 1,
-                next_id: 1,
             }),
         });
         shard.insert(key, Arc::clone(&flight));
         Starter {
-            waiter: Some(Waiter::new(flight, 0, true)),
+            waiter: Some(Waiter::new(flight, id, true)),
         }
     }
 
@@ -140,6 +153,15 @@ impl<K: Hash + Eq + Clone, T: Clone> Table<K, T> {
     /// waiters of the forgotten one still get its result.
     pub(crate) fn forget(&self, key: &K) {
         lock(self.shard(key)).remove(key);
+    }
+
+    /// Forgets the flight of `key` and fences it: its waiters still get its
+    /// result, but its call is told not to store it (see [`Fence`]).
+    pub(crate) fn fence(&self, key: &K) {
+        let flight = lock(self.shard(key)).remove(key);
+        if let Some(flight) = flight {
+            lock(&flight.state).fenced = true;
+        }
     }
 
     /// Flights in the table.
@@ -164,43 +186,111 @@ impl<K: Hash + Eq + Clone, T: Clone> Table<K, T> {
     }
 }
 
-impl<T> State<T> {
-    fn add_waiter(&mut self) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.interested += 1;
-        self.joined += 1;
-        id
+// ----- the waiters' slab ---------------------------------------------------
+
+const NIL: usize = usize::MAX;
+
+/// Waiter slots, reused once their waiter leaves, with a doubly linked list
+/// of the slots that hold a waker (in registration order).
+#[derive(Default)]
+struct Slots {
+    nodes: Vec<Node>,
+    /// The first free slot (the free slots are chained through `next`).
+    free: Option<usize>,
+    head: Option<usize>,
+    tail: Option<usize>,
+}
+
+struct Node {
+    waker: Option<Waker>,
+    prev: usize,
+    next: usize,
+}
+
+impl Slots {
+    fn add(&mut self) -> usize {
+        let node = Node {
+            waker: None,
+            prev: NIL,
+            next: NIL,
+        };
+        match self.free {
+            Some(id) => {
+                self.free = Some(self.nodes[id].next).filter(|&n| n != NIL);
+                self.nodes[id] = node;
+                id
+            }
+            None => {
+                self.nodes.push(node);
+                self.nodes.len() - 1
+            }
+        }
     }
 
-    fn register(&mut self, id: u64, waker: &Waker) {
-        let id = id as usize;
-        if self.waiters.len() <= id {
-            self.waiters.resize(id + 1, None);
-        }
-        match &mut self.waiters[id] {
+    fn register(&mut self, id: usize, waker: &Waker) {
+        let node = &mut self.nodes[id];
+        match &mut node.waker {
             Some(known) => known.clone_from(waker),
-            slot => *slot = Some(waker.clone()),
+            slot => {
+                *slot = Some(waker.clone());
+                node.prev = self.tail.unwrap_or(NIL);
+                node.next = NIL;
+                match self.tail {
+                    Some(tail) => self.nodes[tail].next = id,
+                    None => self.head = Some(id),
+                }
+                self.tail = Some(id);
+            }
         }
     }
 
-    fn forget_waiter(&mut self, id: u64) {
-        if let Some(slot) = self.waiters.get_mut(id as usize) {
-            *slot = None;
+    /// Frees slot `id` (its waiter left).
+    fn remove(&mut self, id: usize) {
+        let node = &mut self.nodes[id];
+        if node.waker.take().is_some() {
+            let (prev, next) = (node.prev, node.next);
+            match prev {
+                NIL => self.head = Some(next).filter(|&n| n != NIL),
+                p => self.nodes[p].next = next,
+            }
+            match next {
+                NIL => self.tail = Some(prev).filter(|&p| p != NIL),
+                n => self.nodes[n].prev = prev,
+            }
         }
+        self.nodes[id].next = self.free.unwrap_or(NIL);
+        self.free = Some(id);
+    }
+
+    /// The waker of the earliest registered waiter.
+    fn first(&self) -> Option<&Waker> {
+        self.head.and_then(|h| self.nodes[h].waker.as_ref())
+    }
+
+    /// Every registered waker, taken out.
+    fn take_all(&mut self) -> Vec<Waker> {
+        let mut wakers = Vec::new();
+        let mut at = self.head.unwrap_or(NIL);
+        while at != NIL {
+            let node = &mut self.nodes[at];
+            wakers.extend(node.waker.take());
+            at = node.next;
+        }
+        self.head = None;
+        self.tail = None;
+        wakers
     }
 }
 
+// ----- flights -------------------------------------------------------------
+
 impl<K: Hash + Eq + Clone, T: Clone> Flight<K, T> {
-    /// Ends the flight with `outcome`; returns the wakers to wake.
-    fn finish(self: &Arc<Self>, state: &mut State<T>, outcome: Outcome<T>) -> Vec<Waker> {
-        state.done = Some(outcome);
+    /// Ends the flight with `landing`; returns the wakers to wake.
+    fn finish(self: &Arc<Self>, state: &mut State<T>, landing: Landing<T>) -> Vec<Waker> {
+        state.done = Some(landing);
         state.closed = true;
         state.call = None;
-        std::mem::take(&mut state.waiters)
-            .into_iter()
-            .flatten()
-            .collect()
+        state.waiters.take_all()
     }
 
     fn leave_table(self: &Arc<Self>) {
@@ -210,12 +300,44 @@ impl<K: Hash + Eq + Clone, T: Clone> Flight<K, T> {
     }
 }
 
+/// A call's view of its flight: whether an invalidation came after it
+/// started. Holds the flight weakly (the flight holds the call).
+pub(crate) struct Fence<K, T> {
+    flight: Weak<Flight<K, T>>,
+}
+
+impl<K, T> Fence<K, T> {
+    /// Runs `store` unless the flight was fenced (or is gone), with the
+    /// flight's state locked so that a fence cannot come in between the
+    /// check and the store. `true` if it ran.
+    pub(crate) fn store_unless_fenced(&self, store: impl FnOnce()) -> bool {
+        let Some(flight) = self.flight.upgrade() else {
+            return false;
+        };
+        let state = lock(&flight.state);
+        if state.fenced {
+            return false;
+        }
+        store();
+        drop(state);
+        true
+    }
+}
+
 /// The leader's handle before its call is in the flight.
 pub(crate) struct Starter<K: Hash + Eq + Clone, T: Clone> {
     waiter: Option<Waiter<K, T>>,
 }
 
 impl<K: Hash + Eq + Clone, T: Clone> Starter<K, T> {
+    /// The fence the call checks before it stores what it loaded.
+    pub(crate) fn fence(&self) -> Fence<K, T> {
+        let waiter = self.waiter.as_ref().expect("not started yet");
+        Fence {
+            flight: Arc::downgrade(&waiter.flight),
+        }
+    }
+
     /// Puts the call into the flight; the leader becomes its first driver.
     pub(crate) fn start(mut self, call: Call<T>) -> Waiter<K, T> {
         let waiter = self.waiter.take().expect("started once");
@@ -247,13 +369,13 @@ impl<K: Hash + Eq + Clone, T: Clone> Drop for Starter<K, T> {
 /// One caller's place in a flight.
 pub(crate) struct Waiter<K: Hash + Eq + Clone, T: Clone> {
     flight: Arc<Flight<K, T>>,
-    id: u64,
+    id: usize,
     leader: bool,
     finished: bool,
 }
 
 impl<K: Hash + Eq + Clone, T: Clone> Waiter<K, T> {
-    fn new(flight: Arc<Flight<K, T>>, id: u64, leader: bool) -> Self {
+    fn new(flight: Arc<Flight<K, T>>, id: usize, leader: bool) -> Self {
         Waiter {
             flight,
             id,
@@ -272,7 +394,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Waiter<K, T> {
         lock(&self.flight.state).joined
     }
 
-    /// Waits for the flight's outcome; drives the call if it is this waiter's turn.
+    /// Waits for the flight's landing; drives the call if it is this waiter's turn.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, BoxError>> {
         let flight = Arc::clone(&self.flight);
         let mut state = lock(&flight.state);
@@ -282,7 +404,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Waiter<K, T> {
         }
         let my_turn = !state.polling && state.driver.is_none_or(|d| d == self.id);
         let Some(mut call) = my_turn.then(|| state.call.take()).flatten() else {
-            state.register(self.id, cx.waker());
+            state.waiters.register(self.id, cx.waker());
             return Poll::Pending;
         };
         state.driver = Some(self.id);
@@ -293,7 +415,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Waiter<K, T> {
 
         let mut state = lock(&flight.state);
         state.polling = false;
-        let outcome = match polled {
+        let landing = match polled {
             Ok(Poll::Pending) => {
                 state.call = Some(call);
                 return Poll::Pending;
@@ -304,8 +426,8 @@ impl<K: Hash + Eq + Clone, T: Clone> Waiter<K, T> {
                 Err(Arc::new(error))
             }
         };
-        let reply = deliver(&outcome);
-        let wakers = flight.finish(&mut state, outcome);
+        let reply = deliver(&landing);
+        let wakers = flight.finish(&mut state, landing);
         drop(state);
         drop(call);
         flight.leave_table();
@@ -315,10 +437,16 @@ impl<K: Hash + Eq + Clone, T: Clone> Waiter<K, T> {
     }
 }
 
-fn deliver<T: Clone>(outcome: &Outcome<T>) -> Result<T, BoxError> {
-    match outcome {
+/// One waiter's copy of the landing. A panic reaches every waiter as a
+/// [`Panicked`] of its own (so that `downcast_ref::<Panicked>()` finds
+/// it); any other error as a [`Shared`] around the one error.
+fn deliver<T: Clone>(landing: &Landing<T>) -> Result<T, BoxError> {
+    match landing {
         Ok(value) => Ok(value.clone()),
-        Err(error) => Err(Box::new(Shared::new(Arc::clone(error)))),
+        Err(error) => match error.downcast_ref::<Panicked>() {
+            Some(panicked) => Err(Box::new(panicked.clone())),
+            None => Err(Box::new(Shared::new(Arc::clone(error)))),
+        },
     }
 }
 
@@ -330,7 +458,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Drop for Waiter<K, T> {
         let flight = &self.flight;
         let mut state = lock(&flight.state);
         state.interested -= 1;
-        state.forget_waiter(self.id);
+        state.waiters.remove(self.id);
         if state.done.is_some() {
             return;
         }
@@ -349,7 +477,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Drop for Waiter<K, T> {
         // on (callers that go away together leave in any order).
         if state.driver.is_none_or(|d| d == self.id) {
             state.driver = None;
-            let next = state.waiters.iter().flatten().next().cloned();
+            let next = state.waiters.first().cloned();
             drop(state);
             if let Some(waker) = next {
                 waker.wake();

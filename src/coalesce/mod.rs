@@ -82,7 +82,7 @@ use std::task::{Context, Poll};
 
 use tower_service::Service;
 
-pub(crate) use self::flight::{Call, Joined, Table, Waiter};
+pub(crate) use self::flight::{Call, Fence, Joined, Table, Waiter};
 pub use self::future::ResponseFuture;
 pub use self::layer::CoalesceLayer;
 use crate::BoxError;
