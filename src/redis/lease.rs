@@ -19,6 +19,9 @@
 //! - **Release**: a script deletes the lease only if it holds this token
 //!   (a failed or cancelled load frees the key for the next filler at once,
 //!   instead of after `lease_ttl`).
+//! - **Invalidate**: `DEL` of the value *and* the lease (both keys share a
+//!   slot): as in memcache, a delete invalidates the outstanding lease, so
+//!   the write of a load that started before it is refused.
 //!
 //! The value and lease keys of one cache key share a Redis Cluster hash
 //! slot (`{key}`), as multi-key scripts require there.
@@ -232,11 +235,13 @@ pub(super) async fn release(link: &Link, names: &Names, token: &str) -> Option<(
     .await
 }
 
-/// Deletes the value (the next lookup misses).
-pub(super) async fn delete(link: &Link, names: &Names) -> Option<()> {
+/// Deletes the value and the lease in one command: the next lookup misses,
+/// and the write of a load in progress is refused (its token is gone).
+pub(super) async fn invalidate(link: &Link, names: &Names) -> Option<()> {
     link.run(|mut c: MultiplexedConnection| async move {
         let _: i64 = ::redis::cmd("DEL")
             .arg(&names.value)
+            .arg(names.lease())
             .query_async(&mut c)
             .await?;
         Ok(())

@@ -175,7 +175,8 @@ pub struct RedisStats {
     pub wait_deadlines: u64,
     /// Flights served without Redis (unreachable, too slow, or an unreadable value).
     pub degraded: u64,
-    /// Values not written because their lease had expired and been taken over.
+    /// Values not written because their lease was gone when the load ended:
+    /// it expired (and was perhaps taken over), or an invalidation deleted it.
     pub leases_lost: u64,
 }
 
@@ -298,12 +299,19 @@ where
     /// Deletes `key`'s value in Redis: the next request for it, on any
     /// replica, loads it.
     ///
+    /// As a memcache delete does, this also invalidates the lease of a load
+    /// in progress, on any replica: that load still answers the callers
+    /// waiting for it, but its write is refused, so a value read before the
+    /// invalidation is never stored after it. In this replica, a request
+    /// after the invalidation starts a flight of its own.
+    ///
     /// # Errors
     ///
     /// [`Unavailable`] if Redis could not be reached.
     pub async fn invalidate(&self, key: &K) -> Result<(), Unavailable> {
+        self.shared.flights.fence(key);
         let names = self.names(key);
-        lease::delete(&self.shared.link, &names)
+        lease::invalidate(&self.shared.link, &names)
             .await
             .ok_or(Unavailable::new())
     }
@@ -358,7 +366,15 @@ where
     // miss runs the script that also takes the lease.
     let mut take_lease = None;
     loop {
+        // The script may take the lease and its reply be lost with this
+        // flight (cancelled while it waits): the guard that releases the
+        // lease exists before the await that can take it.
+        let mut held = take_lease.map(|_| Held::new(&store, &names, &token));
         let found = lease::lookup(&shared.link, &names, &token, take_lease).await;
+        if matches!(found, Some(Found::Value(..) | Found::Held | Found::Missing)) {
+            // Redis answered, and the lease is not ours.
+            held.as_mut().map(Held::disarm);
+        }
         if waited > Duration::ZERO && !matches!(found, Some(Found::Held)) {
             bump(&shared.counters.waited);
         }
@@ -418,8 +434,9 @@ where
                 take_lease = Some(config.lease_ttl);
             }
             Some(Found::Leased) => {
+                let held = held.expect("a lease is taken only when asked for");
                 let value = store
-                    .load(&key, &names, token, &mut service, request, &mut rng)
+                    .load(&key, held, &mut service, request, &mut rng)
                     .await?;
                 return Ok((value, served("miss", "acquired", waited)));
             }
@@ -459,14 +476,13 @@ where
         service.call(request).await.map_err(|e| Arc::new(e.into()))
     }
 
-    /// With the lease held: calls the origin, measures Δ, writes the value
+    /// With the lease `held`: calls the origin, measures Δ, writes the value
     /// if the lease is still ours, and frees the lease (also when the load
     /// fails or is cancelled).
     async fn load<S, Req>(
         &self,
         key: &K,
-        names: &Names,
-        token: String,
+        mut held: Held<K, T>,
         service: &mut S,
         request: Req,
         rng: &mut Stream,
@@ -476,11 +492,9 @@ where
         S::Error: Into<BoxError>,
     {
         let shared = &self.shared;
-        let mut held = Held {
-            store: self.clone(),
-            names: Some(names.clone()),
-            token: token.clone(),
-        };
+        let names = held.names.clone().expect("an armed lease");
+        let token = held.token.clone();
+        let names = &names;
         let started = Instant::now();
         let value = match self.call_origin(service, request).await {
             Ok(value) => value,
@@ -505,7 +519,9 @@ where
         let bytes = encode(&value, &header);
         let life = config.ttl + offset + config.stale_while_revalidate;
         let written = lease::write(&shared.link, names, &token, &bytes, life).await;
-        held.names = None; // the write freed the lease (or it was not ours any more)
+        if written.is_some() {
+            held.disarm(); // the write freed the lease (or it was not ours any more)
+        }
         if written == Some(false) {
             bump(&shared.counters.leases_lost);
             tracing::event!(
@@ -513,7 +529,7 @@ where
                 Level::WARN,
                 key = %names.value,
                 load_ms = telemetry::millis(delta),
-                "the value was not written: its lease expired during the load and was taken over (raise lease_ttl)"
+                "the value was not written: its lease was gone when the load ended (the key was invalidated, or the lease expired: then raise lease_ttl)"
             );
         }
         Ok(value)
@@ -553,11 +569,14 @@ where
             let names = store.names(key);
             let token = Self::token();
             let ttl = store.shared.config.lease_ttl;
-            let taken = lease::acquire(&store.shared.link, &names, &token, ttl, seen_pttl).await;
-            if taken == Some(true) {
-                let _ = store
-                    .load(key, &names, token, &mut service, request, &mut rng)
-                    .await;
+            // Armed before the await that may take the lease.
+            let mut held = Held::new(store, &names, &token);
+            match lease::acquire(&store.shared.link, &names, &token, ttl, seen_pttl).await {
+                Some(true) => {
+                    let _ = store.load(key, held, &mut service, request, &mut rng).await;
+                }
+                Some(false) => held.disarm(),
+                None => {} // unknown: the guard releases it if it is ours
             }
         });
         true
@@ -591,9 +610,13 @@ where
     }
 }
 
-/// The lease held by a load: freed when the load fails or its value is not
-/// stored, and in the background if the load panics or is cancelled before
-/// its value is written.
+/// A lease this flight may hold: made before the command that can take
+/// it, disarmed when Redis says it was not taken or the value is written;
+/// freed when the load fails or its value is not stored, and in the
+/// background if the flight is dropped (cancelled, or panicking) while it
+/// is armed — also between the command that took the lease and its reply.
+/// Freeing is conditional on the token, so a guard whose command did not
+/// take the lease frees nothing.
 struct Held<K, T>
 where
     K: fmt::Display + Hash + Eq + Clone + Send + Sync + 'static,
@@ -609,6 +632,21 @@ where
     K: fmt::Display + Hash + Eq + Clone + Send + Sync + 'static,
     T: RedisValue + Clone + Send + Sync + 'static,
 {
+    /// A guard for the lease of `names` with `token`, armed: dropped, it
+    /// releases the lease if it holds this token.
+    fn new(store: &RedisStore<K, T>, names: &Names, token: &str) -> Self {
+        Held {
+            store: store.clone(),
+            names: Some(names.clone()),
+            token: token.to_owned(),
+        }
+    }
+
+    /// The lease is known not to be ours (any more): nothing to release.
+    fn disarm(&mut self) {
+        self.names = None;
+    }
+
     async fn release(&mut self) {
         if let Some(names) = self.names.take() {
             lease::release(&self.store.shared.link, &names, &self.token).await;
