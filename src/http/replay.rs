@@ -3,8 +3,8 @@
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, ready};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request};
@@ -71,7 +71,9 @@ impl<D> ReplayableBody for Empty<D> {
 /// never sent).
 ///
 /// Copies share one record behind a short lock taken only while a frame is
-/// polled; they may be polled one after another or at the same time.
+/// polled; they may be polled one after another or at the same time. Every
+/// copy waiting for the original is woken when it yields, whichever copy
+/// polled it last.
 pub struct ReplayBody<B> {
     tape: Arc<Mutex<Tape<B>>>,
     /// Chunks this copy has yielded.
@@ -79,6 +81,56 @@ pub struct ReplayBody<B> {
     /// Whether this copy has yielded the trailers.
     trailers_sent: bool,
     hint: SizeHint,
+    /// This copy's place among the original's waiters.
+    id: u64,
+}
+
+/// The copies waiting for the original to yield. The original is polled
+/// with a waker that wakes them all: the copy that polled it last may go
+/// away, and the others must still hear of the next chunk.
+#[derive(Default)]
+struct Waiting {
+    wakers: Mutex<Vec<(u64, Waker)>>,
+}
+
+impl Waiting {
+    fn wakers(&self) -> MutexGuard<'_, Vec<(u64, Waker)>> {
+        self.wakers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Copy `id` waits with `waker` (replacing an older one).
+    fn register(&self, id: u64, waker: &Waker) {
+        let mut wakers = self.wakers();
+        match wakers.iter_mut().find(|(copy, _)| *copy == id) {
+            Some((_, known)) => known.clone_from(waker),
+            None => wakers.push((id, waker.clone())),
+        }
+    }
+
+    /// Copy `id` no longer waits.
+    fn forget(&self, id: u64) {
+        self.wakers().retain(|(copy, _)| *copy != id);
+    }
+
+    /// Wakes every waiting copy but `except`.
+    fn wake_all(&self, except: Option<u64>) {
+        let woken = std::mem::take(&mut *self.wakers());
+        for (copy, waker) in woken {
+            if Some(copy) != except {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl Wake for Waiting {
+    fn wake(self: Arc<Self>) {
+        self.wake_all(None);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_all(None);
+    }
 }
 
 struct Tape<B> {
@@ -96,12 +148,18 @@ struct Tape<B> {
     /// The original failed: nothing after the failure can be replayed.
     failed: bool,
     trailers: Option<HeaderMap>,
+    /// Copies waiting for the original, and the waker it is polled with.
+    waiting: Arc<Waiting>,
+    waker: Waker,
+    /// The id of the next copy.
+    copies: u64,
 }
 
 impl<B: Body> ReplayBody<B> {
     /// Records `body` as it is sent, up to `cap` bytes.
     pub fn new(body: B, cap: usize) -> Self {
         let hint = body.size_hint();
+        let waiting = Arc::new(Waiting::default());
         ReplayBody {
             tape: Arc::new(Mutex::new(Tape {
                 body: Some(Box::pin(body)),
@@ -112,10 +170,14 @@ impl<B: Body> ReplayBody<B> {
                 over_cap: hint.lower() > cap as u64,
                 failed: false,
                 trailers: None,
+                waker: Waker::from(Arc::clone(&waiting)),
+                waiting,
+                copies: 1,
             })),
             position: 0,
             trailers_sent: false,
             hint,
+            id: 0,
         }
     }
 }
@@ -130,11 +192,19 @@ impl<B> ReplayBody<B> {
 
 impl<B> ReplayableBody for ReplayBody<B> {
     fn replay(&self) -> Option<Self> {
-        self.can_replay().then(|| ReplayBody {
+        let mut tape = self.tape();
+        if tape.over_cap || tape.failed {
+            return None;
+        }
+        let id = tape.copies;
+        tape.copies += 1;
+        drop(tape);
+        Some(ReplayBody {
             tape: Arc::clone(&self.tape),
             position: 0,
             trailers_sent: false,
             hint: self.hint,
+            id,
         })
     }
 
@@ -158,6 +228,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let mut tape = this.tape.lock().unwrap_or_else(|e| e.into_inner());
+        let tape = &mut *tape;
         if let Some(chunk) = tape.chunks.get(this.position) {
             let chunk = chunk.clone();
             this.position += 1;
@@ -179,7 +250,19 @@ where
             }
             return Poll::Ready(None);
         };
-        match ready!(body.as_mut().poll_frame(cx)) {
+        // Registered before the poll: a chunk that arrives between the poll
+        // and the registration must not be missed.
+        tape.waiting.register(this.id, cx.waker());
+        let polled = body
+            .as_mut()
+            .poll_frame(&mut Context::from_waker(&tape.waker));
+        let Poll::Ready(frame) = polled else {
+            return Poll::Pending;
+        };
+        // Something happened to the original: the other waiting copies may
+        // now read it from the record (or find it ended).
+        tape.waiting.wake_all(Some(this.id));
+        match frame {
             None => {
                 tape.body = None;
                 this.trailers_sent = true;
@@ -227,6 +310,15 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.hint
+    }
+}
+
+impl<B> Drop for ReplayBody<B> {
+    fn drop(&mut self) {
+        // A copy that goes away no longer waits (its waker would otherwise
+        // stay until the original next yields).
+        let waiting = Arc::clone(&self.tape().waiting);
+        waiting.forget(self.id);
     }
 }
 
