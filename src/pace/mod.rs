@@ -349,8 +349,14 @@ where
                     turn.spend();
                     ResponseFuture::called(self.inner.call(request))
                 }
-                // Later: a clone of the service, made ready when the turn comes.
-                Some(at) => ResponseFuture::waiting(at, turn, self.inner.clone(), request),
+                // Later: the service made ready for this call waits with it
+                // (and keeps what its readiness reserved); this service
+                // goes on with a clone, to be made ready for the next call.
+                Some(at) => {
+                    let clone = self.inner.clone();
+                    let readied = std::mem::replace(&mut self.inner, clone);
+                    ResponseFuture::waiting(at, turn, readied, request)
+                }
             },
         }
     }

@@ -101,30 +101,28 @@ impl Schedule {
     }
 
     /// A slot given back earlier that is still ahead (and not too far).
+    /// Slots that have passed are dropped on the way: nobody came for them
+    /// in time, and that capacity is gone, as it would be after an idle
+    /// moment.
     fn take_returned(&self, now: u64, max_wait: u64) -> Option<Slot> {
-        if self.returned_len.load(Ordering::Acquire) == 0 {
+        let release = self.earliest_returned(now)?;
+        if release - now > max_wait {
             return None;
         }
         let mut returned = self.returned.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(Reverse(release)) = returned.peek().copied() {
-            if release < now {
-                // Nobody came for it in time: that capacity is gone, as it
-                // would be after an idle moment.
+        // Another caller may have taken it meanwhile: take whatever is first
+        // now, if it is still within reach.
+        match returned.peek().copied() {
+            Some(Reverse(release)) if release >= now && release - now <= max_wait => {
                 returned.pop();
-                continue;
+                self.returned_len.store(returned.len(), Ordering::Release);
+                Some(Slot {
+                    release,
+                    tat_after: None,
+                })
             }
-            if release - now > max_wait {
-                return None;
-            }
-            returned.pop();
-            self.returned_len.store(returned.len(), Ordering::Release);
-            return Some(Slot {
-                release,
-                tat_after: None,
-            });
+            _ => None,
         }
-        self.returned_len.store(0, Ordering::Release);
-        None
     }
 
     /// Gives back a slot whose caller went away before its turn.
@@ -154,11 +152,31 @@ impl Schedule {
         self.returned_len.load(Ordering::Acquire)
     }
 
-    /// When a caller arriving now would go.
+    /// When a caller arriving now would go: the earliest turn given back
+    /// that is still ahead, or else the next turn of the schedule.
     pub(super) fn next_release(&self) -> Duration {
         let now = self.now();
         let tat = self.tat.load(Ordering::Acquire).max(now);
-        Duration::from_nanos(tat.saturating_sub(self.tolerance).max(now) - now)
+        let scheduled = tat.saturating_sub(self.tolerance).max(now);
+        let returned = self.earliest_returned(now).unwrap_or(u64::MAX);
+        Duration::from_nanos(scheduled.min(returned) - now)
+    }
+
+    /// The earliest slot given back that has not passed (the passed ones
+    /// are dropped on the way: nobody can take them any more).
+    fn earliest_returned(&self, now: u64) -> Option<u64> {
+        if self.returned_len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut returned = self.returned.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(Reverse(release)) = returned.peek().copied() {
+            if release >= now {
+                return Some(release);
+            }
+            returned.pop();
+            self.returned_len.store(returned.len(), Ordering::Release);
+        }
+        None
     }
 }
 
