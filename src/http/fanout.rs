@@ -302,7 +302,7 @@ impl<S, C, RB, B> Service<Request<RB>> for Fanout<S, C>
 where
     S: Service<Request<RB>, Response = Response<B>> + Clone,
     S::Error: Into<BoxError>,
-    C: Service<Request<RB>, Response = Collected<B>>,
+    C: Service<Request<RB>, Response = Collected<B>> + Clone,
     C::Error: Into<BoxError>,
     RB: Body + Default,
     B: Body,
@@ -322,6 +322,14 @@ where
         let retained = body
             .is_end_stream()
             .then(|| (parts.clone(), self.inner.clone()));
-        FanoutFuture::new(self.shared.call(Request::from_parts(parts, body)), retained)
+        // The readied instance takes this call and is then dropped: a hit or
+        // a coalesced follower does not call the service below, and what its
+        // readiness reserved there (a `ConcurrencyLimit` permit, a `Buffer`
+        // slot) must not stay with the caller while this request may make
+        // its own call through another instance — that call would wait for
+        // it for ever.
+        let clone = self.shared.clone();
+        let mut readied = std::mem::replace(&mut self.shared, clone);
+        FanoutFuture::new(readied.call(Request::from_parts(parts, body)), retained)
     }
 }
