@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::task::{Context, Poll};
 
 use tower_layer::Layer;
@@ -15,13 +15,20 @@ use super::{Breaker, BreakerBuilder, ResponseFuture, State, call_through};
 use crate::BoxError;
 use crate::classify::{Classify, RetryErrors};
 use crate::error::ConfigError;
+use crate::rng::{mix64, process_entropy};
 
 /// A set of [`Breaker`]s, one per key, made on first use from one
 /// configuration and bounded in number. Clones share the set.
 ///
-/// When the set is full, a new key evicts the least recently used breaker
-/// that is closed; if none is closed, the least recently used one whatever
-/// its state (the memory bound wins over keeping an open breaker).
+/// When the set is full, a new key evicts a breaker chosen as Redis
+/// chooses what to evict (an approximated LRU): eight breakers are drawn
+/// at random, and the least recently used *closed* one among them goes —
+/// or, if none of the eight is closed, the least recently used of them
+/// (the memory bound wins over keeping an open breaker). A set of eight or
+/// fewer looks at every breaker, so it evicts exactly the least recently
+/// used closed one. Admitting a new key costs the same at any capacity:
+/// keys often come from requests (hosts, tenants), and a flood of new keys
+/// must not turn every lookup into a scan.
 ///
 /// ```
 /// use dephase::breaker::{Breaker, KeyedBreaker, State};
@@ -37,16 +44,67 @@ pub struct KeyedBreaker<K> {
     shared: Arc<Shared<K>>,
 }
 
+/// How many breakers are looked at to choose one to evict.
+const SAMPLE: usize = 8;
+
 struct Shared<K> {
     config: Config,
     capacity: usize,
     clock: AtomicU64,
-    breakers: RwLock<HashMap<K, Entry>>,
+    set: RwLock<Set<K>>,
 }
 
-struct Entry {
+/// The breakers in a vector (so that one can be drawn at random) and an
+/// index from key to place.
+struct Set<K> {
+    index: HashMap<K, usize>,
+    entries: Vec<Entry<K>>,
+    /// The state of the eviction draws (SplitMix64).
+    draws: u64,
+}
+
+struct Entry<K> {
+    key: K,
     breaker: Breaker,
     last_used: AtomicU64,
+}
+
+impl<K: Hash + Eq + Clone> Set<K> {
+    fn get(&self, key: &K) -> Option<&Entry<K>> {
+        self.index.get(key).map(|&i| &self.entries[i])
+    }
+
+    /// The place of the breaker to evict.
+    fn victim(&mut self) -> Option<usize> {
+        let len = self.entries.len();
+        let mut candidates = [0usize; SAMPLE];
+        let drawn = len.min(SAMPLE);
+        for (n, candidate) in candidates.iter_mut().enumerate().take(drawn) {
+            *candidate = if len <= SAMPLE {
+                n
+            } else {
+                self.draws = self.draws.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                ((u128::from(mix64(self.draws)) * len as u128) >> 64) as usize
+            };
+        }
+        let entries = &self.entries;
+        let oldest = |closed_only: bool| {
+            candidates[..drawn]
+                .iter()
+                .copied()
+                .filter(|&i| !closed_only || entries[i].breaker.state() == State::Closed)
+                .min_by_key(|&i| entries[i].last_used.load(Ordering::Relaxed))
+        };
+        oldest(true).or_else(|| oldest(false))
+    }
+
+    fn remove(&mut self, place: usize) {
+        let removed = self.entries.swap_remove(place);
+        self.index.remove(&removed.key);
+        if let Some(moved) = self.entries.get(place) {
+            self.index.insert(moved.key.clone(), place);
+        }
+    }
 }
 
 impl<K: Hash + Eq + Clone> KeyedBreaker<K> {
@@ -64,74 +122,60 @@ impl<K: Hash + Eq + Clone> KeyedBreaker<K> {
                 config: builder.config()?,
                 capacity,
                 clock: AtomicU64::new(0),
-                breakers: RwLock::new(HashMap::new()),
+                set: RwLock::new(Set {
+                    index: HashMap::new(),
+                    entries: Vec::new(),
+                    draws: process_entropy(),
+                }),
             }),
         })
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Set<K>> {
+        self.shared
+            .set
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The breaker of `key`, made if it does not exist yet.
     pub fn get(&self, key: &K) -> Breaker {
         let shared = &*self.shared;
         let tick = shared.clock.fetch_add(1, Ordering::Relaxed);
-        {
-            let breakers = shared
-                .breakers
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            if let Some(entry) = breakers.get(key) {
-                entry.last_used.store(tick, Ordering::Relaxed);
-                return entry.breaker.clone();
-            }
-        }
-        let mut breakers = shared
-            .breakers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = breakers.get(key) {
+        if let Some(entry) = self.read().get(key) {
+            entry.last_used.store(tick, Ordering::Relaxed);
             return entry.breaker.clone();
         }
-        if breakers.len() >= shared.capacity {
-            let oldest = |closed_only: bool| {
-                breakers
-                    .iter()
-                    .filter(|(_, e)| !closed_only || e.breaker.state() == State::Closed)
-                    .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
-                    .map(|(k, _)| k.clone())
-            };
-            if let Some(victim) = oldest(true).or_else(|| oldest(false)) {
-                breakers.remove(&victim);
+        let mut set = shared.set.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = set.get(key) {
+            return entry.breaker.clone();
+        }
+        if set.entries.len() >= shared.capacity {
+            if let Some(victim) = set.victim() {
+                set.remove(victim);
             }
         }
         let breaker = Breaker {
             core: Arc::new(super::state::Core::new(shared.config.clone())),
         };
-        breakers.insert(
-            key.clone(),
-            Entry {
-                breaker: breaker.clone(),
-                last_used: AtomicU64::new(tick),
-            },
-        );
+        let place = set.entries.len();
+        set.index.insert(key.clone(), place);
+        set.entries.push(Entry {
+            key: key.clone(),
+            breaker: breaker.clone(),
+            last_used: AtomicU64::new(tick),
+        });
         breaker
     }
 
     /// The state of `key`'s breaker, if it has one.
     pub fn state(&self, key: &K) -> Option<State> {
-        let breakers = self
-            .shared
-            .breakers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        breakers.get(key).map(|e| e.breaker.state())
+        self.read().get(key).map(|e| e.breaker.state())
     }
 
     /// How many breakers the set holds.
     pub fn len(&self) -> usize {
-        self.shared
-            .breakers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.read().entries.len()
     }
 
     /// Whether the set holds no breaker.
@@ -150,7 +194,7 @@ impl<K> Clone for KeyedBreaker<K> {
 
 impl<K> fmt::Debug for KeyedBreaker<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let len = self.shared.breakers.read().map(|b| b.len()).unwrap_or(0);
+        let len = self.shared.set.read().map(|s| s.entries.len()).unwrap_or(0);
         f.debug_struct("KeyedBreaker")
             .field("breakers", &len)
             .field("capacity", &self.shared.capacity)
