@@ -51,9 +51,10 @@ use crate::classify::{Classify, Outcome};
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct HttpClassifier {
-    // One bit per status code 0..1024: retryable, never retried.
+    // One bit per status code 0..1024: retried; a failure (for breakers,
+    // throttles and budgets). Retried codes are always failures.
     retry: [u64; 16],
-    never: [u64; 16],
+    failure: [u64; 16],
 }
 
 impl HttpClassifier {
@@ -61,50 +62,34 @@ impl HttpClassifier {
     pub const fn new() -> Self {
         let mut classifier = HttpClassifier {
             retry: [0; 16],
-            never: [0; 16],
+            failure: [0; 16],
         };
-        classifier = classifier.set(408, true).set(429, true);
+        classifier = classifier.retry_on(StatusCode::REQUEST_TIMEOUT);
+        classifier = classifier.retry_on(StatusCode::TOO_MANY_REQUESTS);
         let mut code = 500;
         while code < 600 {
-            classifier = classifier.set(code, true);
+            classifier.retry = set(classifier.retry, code, true);
+            classifier.failure = set(classifier.failure, code, true);
             code += 1;
         }
         classifier
-            .set_never(StatusCode::NOT_IMPLEMENTED)
-            .set_never(StatusCode::HTTP_VERSION_NOT_SUPPORTED)
+            .never_retry(StatusCode::NOT_IMPLEMENTED)
+            .never_retry(StatusCode::HTTP_VERSION_NOT_SUPPORTED)
     }
 
     /// Also retries responses with `status` (for example a 409 that your
-    /// service uses for "try again").
-    pub const fn retry_on(self, status: StatusCode) -> Self {
-        self.set(status.as_u16(), true).unset_never(status.as_u16())
-    }
-
-    /// Never retries responses with `status`; they still count as failures
-    /// if they are 5xx.
-    pub const fn never_retry(self, status: StatusCode) -> Self {
-        self.set_never(status)
-    }
-
-    const fn set(mut self, code: u16, on: bool) -> Self {
-        let (word, bit) = ((code / 64) as usize, code % 64);
-        if on {
-            self.retry[word] |= 1 << bit;
-        } else {
-            self.retry[word] &= !(1 << bit);
-        }
+    /// service uses for "try again"); a retried status counts as a failure.
+    pub const fn retry_on(mut self, status: StatusCode) -> Self {
+        self.retry = set(self.retry, status.as_u16(), true);
+        self.failure = set(self.failure, status.as_u16(), true);
         self
     }
 
-    const fn set_never(mut self, status: StatusCode) -> Self {
-        let code = status.as_u16();
-        self = self.set(code, false);
-        self.never[(code / 64) as usize] |= 1 << (code % 64);
-        self
-    }
-
-    const fn unset_never(mut self, code: u16) -> Self {
-        self.never[(code / 64) as usize] &= !(1 << (code % 64));
+    /// Never retries responses with `status`. Only retrying changes: a
+    /// status that counted as a failure (5xx, 408, 429) still does, and
+    /// any other (a 404, say) is still a success.
+    pub const fn never_retry(mut self, status: StatusCode) -> Self {
+        self.retry = set(self.retry, status.as_u16(), false);
         self
     }
 
@@ -125,11 +110,22 @@ impl HttpClassifier {
                 None => Outcome::retry(reason),
             };
         }
-        if Self::has(&self.never, code) || response.status().is_server_error() {
+        if Self::has(&self.failure, code) {
             return Outcome::failure(status_reason(code));
         }
         Outcome::Success
     }
+}
+
+/// `bits` with `code`'s bit set to `on`.
+const fn set(mut bits: [u64; 16], code: u16, on: bool) -> [u64; 16] {
+    let (word, bit) = ((code / 64) as usize, code % 64);
+    if on {
+        bits[word] |= 1 << bit;
+    } else {
+        bits[word] &= !(1 << bit);
+    }
+    bits
 }
 
 impl Default for HttpClassifier {
@@ -145,7 +141,7 @@ impl fmt::Debug for HttpClassifier {
         };
         f.debug_struct("HttpClassifier")
             .field("retry", &codes(&self.retry))
-            .field("never_retry", &codes(&self.never))
+            .field("failure", &codes(&self.failure))
             .finish()
     }
 }
