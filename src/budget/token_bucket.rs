@@ -85,15 +85,21 @@ impl TokenBucket {
     /// every failed attempt costs 1 token, every success adds `token_ratio`,
     /// and retries are refused while the bucket holds `max_tokens / 2` or less.
     ///
+    /// `max_tokens` and `token_ratio` are kept to three decimals, as A6
+    /// specifies; below one token of capacity, a single failure empties
+    /// the bucket.
+    ///
     /// # Errors
     ///
-    /// `max_tokens` not in `(0, 1000]` (`budget.max_tokens`, gRFC A6's
-    /// range) or `token_ratio` not positive and finite (`budget.token_ratio`).
+    /// `max_tokens` not in `(0, 1000]` or zero at three decimals
+    /// (`budget.max_tokens`, gRFC A6's range) or `token_ratio` not positive
+    /// and finite (`budget.token_ratio`).
     pub fn grpc(max_tokens: f64, token_ratio: f64) -> Result<TokenBucket, ConfigError> {
-        if !(max_tokens > 0.0 && max_tokens <= 1000.0) {
+        // A6 keeps three decimals: so do the thousandths this bucket counts in.
+        if !(max_tokens > 0.0 && max_tokens <= 1000.0) || milli(max_tokens) == 0 {
             return Err(ConfigError::new(
                 "budget.max_tokens",
-                format!("must be in (0, 1000] (got {max_tokens})"),
+                format!("must be in (0, 1000], with up to three decimals (got {max_tokens})"),
             ));
         }
         if !(token_ratio.is_finite() && token_ratio > 0.0) {
@@ -102,13 +108,18 @@ impl TokenBucket {
                 format!("must be positive and finite (got {token_ratio})"),
             ));
         }
+        // "token_count > max_tokens / 2", exactly, in whole thousandths:
+        // t > m/2 holds for an integer t exactly when t > ⌊m/2⌋.
+        let half = (milli(max_tokens) / 2) as f64 / MILLI;
         TokenBucket::builder()
             .capacity(max_tokens)
             .retry_cost(0.0)
+            // Each failure takes one token, and the bucket never goes below
+            // zero: below one token of capacity that empties it.
             .failure_cost(1.0)
             .success_reward(token_ratio.min(max_tokens))
             .refund_retry_cost(false)
-            .retry_threshold(max_tokens / 2.0)
+            .retry_threshold(half)
             .build()
     }
 
@@ -235,7 +246,8 @@ impl TokenBucketBuilder {
         self
     }
 
-    /// Tokens taken by each failed attempt.
+    /// Tokens taken by each failed attempt (at most 10¹²; more than the
+    /// capacity empties the bucket).
     pub fn failure_cost(mut self, tokens: f64) -> Self {
         self.failure_cost = tokens;
         self
@@ -266,7 +278,8 @@ impl TokenBucketBuilder {
     /// A [`ConfigError`] naming the field: a capacity that is not positive
     /// and finite or exceeds 10¹² (`budget.capacity`), any other amount that
     /// is NaN, infinite, negative or above the capacity (`budget.initial`,
-    /// `budget.retry_cost`, `budget.failure_cost`, `budget.success_reward`),
+    /// `budget.retry_cost`, `budget.success_reward`; `budget.failure_cost`
+    /// may exceed the capacity, not 10¹²),
     /// or a threshold not below the capacity (`budget.retry_threshold`).
     pub fn build(self) -> Result<TokenBucket, ConfigError> {
         let capacity = check_f64("budget.capacity", self.capacity, 0.0, MAX_TOKENS)?;
@@ -279,7 +292,9 @@ impl TokenBucketBuilder {
         let amount = |field, value| check_f64(field, value, 0.0, capacity).map(milli);
         let initial = amount("budget.initial", self.initial.unwrap_or(capacity))?;
         let retry_cost = amount("budget.retry_cost", self.retry_cost)?;
-        let failure_cost = amount("budget.failure_cost", self.failure_cost)?;
+        // A failure may cost more than the bucket holds: it empties it.
+        let failure_cost =
+            check_f64("budget.failure_cost", self.failure_cost, 0.0, MAX_TOKENS).map(milli)?;
         let success_reward = amount("budget.success_reward", self.success_reward)?;
         let threshold = match self.threshold {
             None => None,
