@@ -84,7 +84,7 @@ use self::error::Rejected;
 pub use self::future::ResponseFuture;
 pub use self::keyed::{KeyedBreaker, KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use self::layer::CircuitBreakerLayer;
-use self::state::{Config, Core, MAX_PROBES, Trip};
+use self::state::{Config, Core, MAX_PROBES, PER_MILLION, Trip};
 pub use self::state::{Permit, State};
 use crate::BoxError;
 use crate::backoff::{ExponentialBackoff, Jitter};
@@ -227,7 +227,9 @@ impl Default for BreakerBuilder {
 
 impl BreakerBuilder {
     /// Trip when failures are at least this share of the calls in the
-    /// window: in `(0, 1]`. (Turns off [`consecutive_failures`](Self::consecutive_failures).)
+    /// window: in `(0, 1]`, kept to a millionth and compared exactly (7
+    /// failures in 100 calls are at least 0.07). (Turns off
+    /// [`consecutive_failures`](Self::consecutive_failures).)
     pub fn failure_rate(mut self, threshold: f64) -> Self {
         self.failure_rate = threshold;
         self.consecutive = None;
@@ -308,10 +310,12 @@ impl BreakerBuilder {
             Some(n) => Trip::Consecutive(n),
             None => {
                 let threshold = check_f64("breaker.failure_rate", self.failure_rate, 0.0, 1.0)?;
-                if threshold == 0.0 {
+                // Kept to a millionth, compared in integers.
+                let threshold = (threshold * PER_MILLION as f64).round() as u64;
+                if threshold == 0 {
                     return Err(ConfigError::new(
                         "breaker.failure_rate",
-                        "must be greater than zero (0 would trip on any call)",
+                        "must be at least a millionth (0 would trip on any call)",
                     ));
                 }
                 if self.minimum_calls == 0 {

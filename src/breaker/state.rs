@@ -85,6 +85,9 @@ const EPOCH_SHIFT: u32 = TAG_BITS + 2 * COUNT_BITS;
 const ONE_ADMITTED: u64 = 1 << ADMITTED_SHIFT;
 const ONE_SUCCEEDED: u64 = 1 << SUCCEEDED_SHIFT;
 
+/// The unit of a failure-rate threshold: millionths.
+pub(super) const PER_MILLION: u64 = 1_000_000;
+
 /// Successes are placed in the failure window in batches of this many.
 const PLACE_EVERY: u64 = 16;
 
@@ -124,9 +127,11 @@ fn state_of(word: u64) -> State {
 /// What trips a closed breaker.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) enum Trip {
-    /// `failures / calls ≥ threshold` over the window, once `calls ≥ minimum_calls`.
+    /// `failures / calls ≥ threshold` over the window, once `calls ≥
+    /// minimum_calls`; the threshold in millionths, compared in integers
+    /// (`failures · 10⁶ ≥ threshold · calls`) so that "at least" is exact.
     FailureRate {
-        threshold: f64,
+        threshold: u64,
         minimum_calls: u32,
         window: Duration,
         buckets: u32,
@@ -354,7 +359,9 @@ impl Core {
                     window.add(now, pair(1, 1));
                     let (calls, failures) = window.sum_pairs();
                     let calls = calls + self.pending_successes.load(Ordering::Acquire);
-                    calls >= u64::from(minimum_calls) && failures as f64 >= threshold * calls as f64
+                    calls >= u64::from(minimum_calls)
+                        && u128::from(failures) * u128::from(PER_MILLION)
+                            >= u128::from(threshold) * u128::from(calls)
                 } else {
                     // A success cannot trip the breaker, so it need not read
                     // the clock: successes are counted here and placed in the
