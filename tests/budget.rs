@@ -352,7 +352,7 @@ fn builders_reject_bad_values_naming_the_field() {
             ratio().ttl(Duration::from_secs(61)).build().unwrap_err(),
         ),
         ("budget.ratio", ratio().ratio(-0.1).build().unwrap_err()),
-        ("budget.ratio", ratio().ratio(10.01).build().unwrap_err()),
+        ("budget.ratio", ratio().ratio(1000.01).build().unwrap_err()),
         ("budget.ratio", ratio().ratio(f64::NAN).build().unwrap_err()),
     ];
     for (field, err) in cases {

@@ -196,7 +196,7 @@ fn invalid_settings_are_errors_that_name_their_field() {
             "budget.ratio",
         ),
         (
-            field(RatioBudget::builder().ratio(11.0).build()),
+            field(RatioBudget::builder().ratio(1001.0).build()),
             "budget.ratio",
         ),
         (

@@ -8,13 +8,12 @@ use super::{RetryBudget, Withdrawal};
 use crate::error::{ConfigError, check_f64};
 use crate::window::Window;
 
-/// One retry, in the budget's internal unit. A deposit is worth
-/// `ratio · UNIT`, so any ratio with six decimals is exact.
-const UNIT: i64 = 1_000_000;
-
 /// The window is kept as this many time slots (a power of two, so the slot
 /// of a generation is a mask, not a division).
 const SLOTS: usize = 16;
+
+/// A ratio is kept to this many decimal places.
+const DECIMALS: usize = 12;
 
 /// A retry budget of "`ratio` of the requests of the last `ttl`, plus
 /// `min_per_sec` retries per second", shared by all its clones.
@@ -26,9 +25,13 @@ const SLOTS: usize = 16;
 /// is kept in 16 slots of `ttl / 16`, so an entry expires between
 /// `15/16 · ttl` and `ttl` after it was made.
 ///
-/// The arithmetic is exact to a millionth of a retry: with `ratio = 0.6`,
-/// 5 requests allow exactly 3 retries (tower's `TpsBudget` rounds the cost of
-/// a retry down to one deposit and allows 5: tower#857).
+/// The arithmetic is exact: requests and retries are counted, and a retry
+/// is granted while `retries ≤ ⌊ratio · requests + reserve⌋`, compared in
+/// integers with the ratio as the decimal you wrote (kept to twelve
+/// decimal places). With `ratio = 0.6`, 5 requests allow exactly 3
+/// retries (tower's `TpsBudget` rounds the cost of a retry down to one
+/// deposit and allows 5: tower#857); with `ratio = 4e-7`, 2.5 million
+/// requests allow exactly one.
 ///
 /// ```
 /// use dephase::budget::{RatioBudget, RetryBudget};
@@ -45,9 +48,10 @@ const SLOTS: usize = 16;
 /// ```
 ///
 /// A deposit is one read of tokio's clock (so paused-time tests move the
-/// window) and one atomic add; a withdrawal is a clock read, an atomic
-/// subtraction and a sum of the ten slots. No locks, and concurrent callers
-/// can never overdraw the budget (a withdrawal that would is given back).
+/// window) and one atomic add; a withdrawal is a clock read, an atomic add
+/// and a sum of the two windows' sixteen slots. No locks, and concurrent
+/// callers can never overdraw the budget (a withdrawal that would is given
+/// back).
 ///
 /// The [`balance`](RetryBudget::balance) can be negative for a while:
 /// withdrawals outlive the deposits that paid for them when they were made
@@ -58,11 +62,16 @@ pub struct RatioBudget {
 }
 
 struct Inner {
-    /// Deposits (positive) and withdrawals (negative), in `UNIT`s of a retry.
-    window: Window,
-    deposit: i64,
-    /// Always there: `min_per_sec · ttl` retries.
-    reserve: i64,
+    /// Requests (deposits), per slot.
+    requests: Window,
+    /// Retries (withdrawals, less refunds), per slot.
+    retries: Window,
+    /// The ratio, `ratio_num / ratio_den` (the decimal as written).
+    ratio_num: u128,
+    ratio_den: u128,
+    /// The reserve, `min_per_sec · ttl`, as `reserve_num / reserve_den` retries.
+    reserve_num: u128,
+    reserve_den: u128,
     ttl: Duration,
     min_per_sec: u32,
     ratio: f64,
@@ -74,51 +83,71 @@ impl RatioBudget {
         RatioBudgetBuilder::default()
     }
 
-    /// The reserve plus every live slot.
-    fn available(&self) -> i64 {
-        self.inner
-            .reserve
-            .saturating_add(self.inner.window.sum_signed())
+    /// `(requests, retries)` in the window now (negative sums, possible for a
+    /// moment when a refund races a slot being cleared, count as zero).
+    fn counts(&self) -> (u128, u128) {
+        let count = |w: &Window| u128::try_from(w.sum_signed()).unwrap_or(0);
+        (count(&self.inner.requests), count(&self.inner.retries))
+    }
+
+    /// Whether `retries ≤ ratio · requests + reserve`, exactly:
+    /// `retries · rd · vd ≤ rn · requests · vd + vn · rd`.
+    fn within(&self, requests: u128, retries: u128) -> bool {
+        let i = &*self.inner;
+        let den = i.ratio_den.saturating_mul(i.reserve_den);
+        let allowed = i
+            .ratio_num
+            .saturating_mul(requests)
+            .saturating_mul(i.reserve_den)
+            .saturating_add(i.reserve_num.saturating_mul(i.ratio_den));
+        retries.saturating_mul(den) <= allowed
     }
 }
 
 impl RetryBudget for RatioBudget {
     fn deposit(&self) {
-        if self.inner.deposit != 0 {
-            let window = &self.inner.window;
-            window.add(window.now(), self.inner.deposit as u64);
+        if self.inner.ratio_num != 0 {
+            let window = &self.inner.requests;
+            window.add(window.now(), 1);
         }
     }
 
     fn withdraw(&self) -> Option<Withdrawal> {
-        // Take first, then check: if the balance (which now includes every
-        // withdrawal made before ours) went below zero, give it back. Two
+        // Take first, then check: if the count (which now includes every
+        // withdrawal made before ours) is over the budget, give it back. Two
         // racing callers may both give back when only one could have had
-        // it, but they can never both keep it: whichever reads the balance
+        // it, but they can never both keep it: whichever reads the counts
         // last sees both withdrawals. No overdraw, no lock.
-        let window = &self.inner.window;
-        let now = window.now();
-        window.add(now, UNIT.wrapping_neg() as u64);
-        if self.available() >= 0 {
-            Some(Withdrawal::new(UNIT as u64, now))
+        let retries = &self.inner.retries;
+        let now = retries.now();
+        self.inner.requests.now();
+        retries.add(now, 1);
+        let (requests, taken) = self.counts();
+        if self.within(requests, taken) {
+            Some(Withdrawal::new(1, now))
         } else {
-            window.add(now, UNIT as u64);
+            retries.add(now, 1u64.wrapping_neg());
             None
         }
     }
 
     fn refund(&self, withdrawal: Withdrawal) {
-        // Put it back into the slot it was taken from, unless that slot has
-        // expired since: then the withdrawal no longer counts anyway.
-        let window = &self.inner.window;
-        if window.is_live(withdrawal.stamp(), window.now()) {
-            window.add(withdrawal.stamp(), withdrawal.units());
+        // Take it back from the slot it was counted in, unless that slot
+        // has expired since: then the withdrawal no longer counts anyway.
+        let retries = &self.inner.retries;
+        if retries.is_live(withdrawal.stamp(), retries.now()) {
+            retries.add(withdrawal.stamp(), withdrawal.units().wrapping_neg());
         }
     }
 
     fn balance(&self) -> f64 {
-        self.inner.window.now();
-        self.available() as f64 / UNIT as f64
+        let i = &*self.inner;
+        i.requests.now();
+        i.retries.now();
+        let (requests, retries) = self.counts();
+        let share = (i.ratio_num as f64) * (requests as f64) / (i.ratio_den as f64);
+        let reserve = i.reserve_num as f64 / i.reserve_den as f64;
+        share + reserve - retries as f64
     }
 }
 
@@ -165,7 +194,7 @@ impl RatioBudgetBuilder {
     }
 
     /// The fraction of requests that may be retried: 0.2 is 20%; from 0 to
-    /// 10 (1000%, Finagle's limit).
+    /// 1000 (Finagle's and tower's range), kept to twelve decimal places.
     pub fn ratio(mut self, ratio: f64) -> Self {
         self.ratio = ratio;
         self
@@ -176,7 +205,8 @@ impl RatioBudgetBuilder {
     /// # Errors
     ///
     /// A ttl outside 1–60 s (`budget.ttl`) or a ratio that is NaN,
-    /// infinite or outside `[0, 10]` (`budget.ratio`).
+    /// infinite, outside `[0, 1000]`, or positive but below 10⁻¹² (zero at
+    /// twelve decimal places) (`budget.ratio`).
     pub fn build(self) -> Result<RatioBudget, ConfigError> {
         if self.ttl < Duration::from_secs(1) || self.ttl > Duration::from_secs(60) {
             return Err(ConfigError::new(
@@ -184,18 +214,86 @@ impl RatioBudgetBuilder {
                 format!("must be between 1 s and 60 s (got {:?})", self.ttl),
             ));
         }
-        let ratio = check_f64("budget.ratio", self.ratio, 0.0, 10.0)?;
-        let reserve = i128::from(self.min_per_sec) * self.ttl.as_nanos() as i128 * i128::from(UNIT)
-            / 1_000_000_000;
+        let ratio = check_f64("budget.ratio", self.ratio, 0.0, 1000.0)?;
+        let (ratio_num, ratio_den) = decimal(ratio, DECIMALS);
+        if ratio > 0.0 && ratio_num == 0 {
+            return Err(ConfigError::new(
+                "budget.ratio",
+                format!("must be 0 or at least 1e-12 (got {ratio})"),
+            ));
+        }
+        // min_per_sec · ttl, with the ttl in nanoseconds over 10⁹.
+        let (reserve_num, reserve_den) = reduce(
+            u128::from(self.min_per_sec) * self.ttl.as_nanos(),
+            1_000_000_000,
+        );
         Ok(RatioBudget {
             inner: Arc::new(Inner {
-                window: Window::new(self.ttl, SLOTS),
-                deposit: (ratio * UNIT as f64).round() as i64,
-                reserve: i64::try_from(reserve).unwrap_or(i64::MAX),
+                requests: Window::new(self.ttl, SLOTS),
+                retries: Window::new(self.ttl, SLOTS),
+                ratio_num,
+                ratio_den,
+                reserve_num,
+                reserve_den,
                 ttl: self.ttl,
                 min_per_sec: self.min_per_sec,
                 ratio,
             }),
         })
+    }
+}
+
+/// `value` as the fraction `num / den` of the decimal that prints it (the
+/// shortest that reads back as `value`), rounded to `decimals` places.
+fn decimal(value: f64, decimals: usize) -> (u128, u128) {
+    let text = format!("{value}");
+    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+    let kept = &fraction[..fraction.len().min(decimals)];
+    let digits = |s: &str| s.bytes().fold(0u128, |n, d| n * 10 + u128::from(d - b'0'));
+    let mut num = digits(whole) * 10u128.pow(kept.len() as u32) + digits(kept);
+    if fraction
+        .as_bytes()
+        .get(decimals)
+        .is_some_and(|&d| d >= b'5')
+    {
+        num += 1; // rounded half up at the last kept place
+    }
+    reduce(num, 10u128.pow(kept.len() as u32))
+}
+
+/// `num / den` in lowest terms.
+fn reduce(num: u128, den: u128) -> (u128, u128) {
+    let (mut a, mut b) = (num, den);
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    match a {
+        0 => (0, 1),
+        gcd => (num / gcd, den / gcd),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_are_the_decimals_they_print_as() {
+        assert_eq!(decimal(0.2, DECIMALS), (1, 5));
+        assert_eq!(decimal(4e-7, DECIMALS), (1, 2_500_000));
+        assert_eq!(decimal(1.5e-6, DECIMALS), (3, 2_000_000));
+        assert_eq!(decimal(1000.0, DECIMALS), (1000, 1));
+        assert_eq!(decimal(12.5, DECIMALS), (25, 2));
+        assert_eq!(decimal(0.0, DECIMALS), (0, 1));
+        // 1/3 = 0.3333333333333333, kept to twelve places
+        assert_eq!(
+            decimal(1.0 / 3.0, DECIMALS),
+            (333_333_333_333, 1_000_000_000_000)
+        );
+        assert_eq!(
+            decimal(2.0 / 3.0, DECIMALS),
+            (666_666_666_667, 1_000_000_000_000)
+        );
+        assert_eq!(decimal(1e-13, DECIMALS), (0, 1));
     }
 }
