@@ -21,12 +21,10 @@ fn backoff(jitter: Jitter, seed: u64) -> ExponentialBackoff {
 
 /// The exponential delay `min(cap, base · multiplier^n)` in nanoseconds, as the
 /// sequence computes it (multiplying step by step).
+/// `base · multiplierⁿ`, capped: computed from the base each time, so that
+/// truncation does not add up over the retries.
 fn exponential(base: u64, cap: u64, multiplier: f64, n: usize) -> u64 {
-    let mut d = base;
-    for _ in 0..n {
-        d = ((d as f64 * multiplier) as u64).min(cap);
-    }
-    d
+    ((base as f64 * multiplier.powi(n as i32)) as u64).min(cap)
 }
 
 #[test]

@@ -270,9 +270,12 @@ impl Sequence {
             &mut self.rng,
         );
         self.previous = delay.max(self.base);
-        // `as u64` saturates, so an overflowing product lands on the cap.
-        self.current = ((self.current as f64 * self.multiplier) as u64).min(self.cap);
         self.retries = self.retries.saturating_add(1);
+        // `base · multiplierⁿ`, from the base each time: a product of
+        // truncated products would lose up to a nanosecond per step. `as
+        // u64` saturates, so an overflowing product lands on the cap.
+        let exponent = i32::try_from(self.retries).unwrap_or(i32::MAX);
+        self.current = ((self.base as f64 * self.multiplier.powi(exponent)) as u64).min(self.cap);
         Duration::from_nanos(delay)
     }
 

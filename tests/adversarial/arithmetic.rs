@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use dephase::BoxError;
 use dephase::breaker::{Breaker, State};
 use dephase::budget::{RatioBudget, RetryBudget, TokenBucket};
 use dephase::classify::{Classify, Outcome};
@@ -12,6 +11,7 @@ use dephase::coalesce::CoalesceLayer;
 use dephase::coalesce::error::Panicked;
 use dephase::http::HttpClassifier;
 use dephase::pace::Pacer;
+use dephase::{BoxError, ExponentialBackoff, Jitter};
 use tower::{Layer, ServiceExt};
 
 use crate::support::bounded;
@@ -166,6 +166,26 @@ async fn the_default_open_time_is_what_the_docs_say() {
         first.iter().any(|d| *d < Duration::from_millis(3000)),
         "spread over the range"
     );
+}
+
+/// Exponential backoff is `base · multiplierⁿ` at every step (Brooker's
+/// "Exponential Backoff And Jitter"): a product of truncated products lost
+/// up to a nanosecond per step, and the multiplier made those losses grow
+/// (180 µs short after 30 steps of 1.5 from 1 000 001 ns).
+#[test]
+fn backoff_delays_do_not_accumulate_rounding() {
+    let backoff = ExponentialBackoff::builder()
+        .base(Duration::from_nanos(1_000_001))
+        .multiplier(1.5)
+        .cap(Duration::from_secs(1_000_000))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    for (n, delay) in backoff.sequence().take(31).enumerate() {
+        // 1 000 001 · 3ⁿ / 2ⁿ, exactly, rounded down.
+        let exact = 1_000_001u128 * 3u128.pow(n as u32) / 2u128.pow(n as u32);
+        assert_eq!(delay.as_nanos(), exact, "step {n}");
+    }
 }
 
 fn granted(budget: &RatioBudget) -> usize {
