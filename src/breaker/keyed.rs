@@ -21,14 +21,15 @@ use crate::rng::{mix64, process_entropy};
 /// configuration and bounded in number. Clones share the set.
 ///
 /// When the set is full, a new key evicts a breaker chosen as Redis
-/// chooses what to evict (an approximated LRU): eight breakers are drawn
-/// at random, and the least recently used *closed* one among them goes —
-/// or, if none of the eight is closed, the least recently used of them
-/// (the memory bound wins over keeping an open breaker). A set of eight or
-/// fewer looks at every breaker, so it evicts exactly the least recently
-/// used closed one. Admitting a new key costs the same at any capacity:
+/// chooses what to evict (its approximated LRU, with Redis's default of
+/// five samples): five breakers are drawn at random, and the least
+/// recently used *closed* one among them goes — or, if none of the five is
+/// closed, the least recently used of them (the memory bound wins over
+/// keeping an open breaker). A set of five or fewer looks at every
+/// breaker, so it evicts exactly the least recently used closed one.
+/// Admitting a new key does the same work at any capacity, without a scan:
 /// keys often come from requests (hosts, tenants), and a flood of new keys
-/// must not turn every lookup into a scan.
+/// must not stall every lookup behind the write lock.
 ///
 /// ```
 /// use dephase::breaker::{Breaker, KeyedBreaker, State};
@@ -45,7 +46,7 @@ pub struct KeyedBreaker<K> {
 }
 
 /// How many breakers are looked at to choose one to evict.
-const SAMPLE: usize = 8;
+const SAMPLE: usize = 5;
 
 struct Shared<K> {
     config: Config,
@@ -54,55 +55,56 @@ struct Shared<K> {
     set: RwLock<Set<K>>,
 }
 
-/// The breakers in a vector (so that one can be drawn at random) and an
-/// index from key to place.
+/// The breakers in a vector (so that one can be drawn at random), their
+/// last uses in a vector of their own (compact: the draws read five of
+/// them, and these reads stay in cache at 100 000 breakers), and an index
+/// from key to place.
 struct Set<K> {
     index: HashMap<K, usize>,
-    entries: Vec<Entry<K>>,
+    entries: Vec<(K, Breaker)>,
+    last_used: Vec<AtomicU64>,
     /// The state of the eviction draws (SplitMix64).
     draws: u64,
 }
 
-struct Entry<K> {
-    key: K,
-    breaker: Breaker,
-    last_used: AtomicU64,
-}
-
 impl<K: Hash + Eq + Clone> Set<K> {
-    fn get(&self, key: &K) -> Option<&Entry<K>> {
-        self.index.get(key).map(|&i| &self.entries[i])
+    /// The breaker of `key` and its place.
+    fn get(&self, key: &K) -> Option<(usize, &Breaker)> {
+        self.index.get(key).map(|&i| (i, &self.entries[i].1))
     }
 
-    /// The place of the breaker to evict.
+    /// The place of the breaker to evict: the candidates in order of last
+    /// use, the first closed one (or the least recently used one). Their
+    /// states are read in that order, so that usually one breaker's state
+    /// is read, not five (each is a cache miss in a large set).
     fn victim(&mut self) -> Option<usize> {
         let len = self.entries.len();
-        let mut candidates = [0usize; SAMPLE];
         let drawn = len.min(SAMPLE);
+        let mut candidates = [(0u64, 0usize); SAMPLE];
         for (n, candidate) in candidates.iter_mut().enumerate().take(drawn) {
-            *candidate = if len <= SAMPLE {
+            let place = if len <= SAMPLE {
                 n
             } else {
                 self.draws = self.draws.wrapping_add(0x9e37_79b9_7f4a_7c15);
                 ((u128::from(mix64(self.draws)) * len as u128) >> 64) as usize
             };
+            *candidate = (self.last_used[place].load(Ordering::Relaxed), place);
         }
-        let entries = &self.entries;
-        let oldest = |closed_only: bool| {
-            candidates[..drawn]
-                .iter()
-                .copied()
-                .filter(|&i| !closed_only || entries[i].breaker.state() == State::Closed)
-                .min_by_key(|&i| entries[i].last_used.load(Ordering::Relaxed))
-        };
-        oldest(true).or_else(|| oldest(false))
+        let candidates = &mut candidates[..drawn];
+        candidates.sort_unstable();
+        candidates
+            .iter()
+            .find(|&&(_, place)| self.entries[place].1.state() == State::Closed)
+            .or(candidates.first())
+            .map(|&(_, place)| place)
     }
 
     fn remove(&mut self, place: usize) {
-        let removed = self.entries.swap_remove(place);
-        self.index.remove(&removed.key);
-        if let Some(moved) = self.entries.get(place) {
-            self.index.insert(moved.key.clone(), place);
+        let (key, _) = self.entries.swap_remove(place);
+        self.last_used.swap_remove(place);
+        self.index.remove(&key);
+        if let Some((moved, _)) = self.entries.get(place) {
+            self.index.insert(moved.clone(), place);
         }
     }
 }
@@ -125,6 +127,7 @@ impl<K: Hash + Eq + Clone> KeyedBreaker<K> {
                 set: RwLock::new(Set {
                     index: HashMap::new(),
                     entries: Vec::new(),
+                    last_used: Vec::new(),
                     draws: process_entropy(),
                 }),
             }),
@@ -142,13 +145,16 @@ impl<K: Hash + Eq + Clone> KeyedBreaker<K> {
     pub fn get(&self, key: &K) -> Breaker {
         let shared = &*self.shared;
         let tick = shared.clock.fetch_add(1, Ordering::Relaxed);
-        if let Some(entry) = self.read().get(key) {
-            entry.last_used.store(tick, Ordering::Relaxed);
-            return entry.breaker.clone();
+        {
+            let set = self.read();
+            if let Some((place, breaker)) = set.get(key) {
+                set.last_used[place].store(tick, Ordering::Relaxed);
+                return breaker.clone();
+            }
         }
         let mut set = shared.set.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = set.get(key) {
-            return entry.breaker.clone();
+        if let Some((_, breaker)) = set.get(key) {
+            return breaker.clone();
         }
         if set.entries.len() >= shared.capacity {
             if let Some(victim) = set.victim() {
@@ -160,17 +166,14 @@ impl<K: Hash + Eq + Clone> KeyedBreaker<K> {
         };
         let place = set.entries.len();
         set.index.insert(key.clone(), place);
-        set.entries.push(Entry {
-            key: key.clone(),
-            breaker: breaker.clone(),
-            last_used: AtomicU64::new(tick),
-        });
+        set.entries.push((key.clone(), breaker.clone()));
+        set.last_used.push(AtomicU64::new(tick));
         breaker
     }
 
     /// The state of `key`'s breaker, if it has one.
     pub fn state(&self, key: &K) -> Option<State> {
-        self.read().get(key).map(|e| e.breaker.state())
+        self.read().get(key).map(|(_, b)| b.state())
     }
 
     /// How many breakers the set holds.
