@@ -321,8 +321,7 @@ async fn a_replica_that_waited_on_a_lease_exports_the_wait_it_applied() {
     use dephase::redis::{RedisCacheLayer, RedisStore};
     use tower::Layer;
 
-    let Some(server) = redis_server::RedisServer::start().unwrap() else {
-        eprintln!("{}", redis_server::SKIPPED);
+    let Some(server) = redis_server::for_test() else {
         return;
     };
     // Another replica's lease, left for 100 ms.

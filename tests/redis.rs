@@ -23,20 +23,15 @@ use std::time::Duration;
 
 use dephase::BoxError;
 use dephase::redis::{RedisCacheLayer, RedisStore};
-use fleet::server::{RedisServer, SKIPPED};
+use fleet::server::RedisServer;
 use redis::AsyncCommands;
 use tokio::sync::Semaphore;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
-/// The server, or `None` after saying that the test is skipped.
+/// The server, or `None` after saying that the test is skipped (a failure
+/// in CI).
 fn server() -> Option<RedisServer> {
-    match RedisServer::start().expect("redis-server failed to start") {
-        Some(server) => Some(server),
-        None => {
-            eprintln!("{SKIPPED}");
-            None
-        }
-    }
+    fleet::server::for_test()
 }
 
 async fn direct(server: &RedisServer) -> redis::aio::MultiplexedConnection {

@@ -32,6 +32,21 @@ pub fn binary() -> Option<PathBuf> {
 /// The line a caller prints when there is no server to test against.
 pub const SKIPPED: &str = "skipped: no redis-server binary (install Debian's redis-server package, as .ci/run does, or set DEPHASE_REDIS_SERVER)";
 
+/// A server for a test: `None` (after printing [`SKIPPED`]) when there is no
+/// `redis-server` binary — except in CI (`CI` set), where a test that
+/// cannot run is a failure, not a skip.
+pub fn for_test() -> Option<RedisServer> {
+    let started = RedisServer::start().expect("redis-server failed to start");
+    if started.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set and this test needs a Redis server: {SKIPPED}"
+        );
+        eprintln!("{SKIPPED}");
+    }
+    started
+}
+
 impl RedisServer {
     /// Starts a server on a free loopback port; `Ok(None)` if there is no
     /// `redis-server` binary.

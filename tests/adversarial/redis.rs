@@ -12,24 +12,16 @@ use std::time::Duration;
 
 use dephase::BoxError;
 use dephase::redis::{RedisCacheLayer, RedisStore};
-use server::{RedisServer, SKIPPED};
+use server::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Semaphore};
 use tower::{Layer, Service, ServiceExt};
 
-/// The server, or `None` after saying that the test is skipped — except
-/// in CI (`CI=true`), where a missing server is a failure.
+/// The server, or `None` after saying that the test is skipped (a failure
+/// in CI).
 fn server() -> Option<RedisServer> {
-    let started = RedisServer::start().expect("redis-server failed to start");
-    if started.is_none() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI is set and there is no redis-server: {SKIPPED}"
-        );
-        eprintln!("{SKIPPED}");
-    }
-    started
+    server::for_test()
 }
 
 /// A proxy in front of a Redis server. Once armed, it starts holding the
