@@ -15,7 +15,7 @@ use dephase::coalesce::CoalesceLayer;
 use dephase::retry::{RetryLayer, RetryPolicy};
 use tower::{Layer, Service, ServiceExt};
 
-use support::bounded;
+use support::{Counting, bounded};
 
 /// Sends `rate` requests a second for `seconds` through a retry layer (3
 /// attempts, `budget`) to a backend that always fails; returns the backend's
@@ -384,7 +384,6 @@ mod cancellation {
     use std::sync::Mutex;
 
     use dephase::breaker::Breaker;
-    use dephase::budget::Withdrawal;
     use dephase::pace::{PaceLayer, Pacer};
     use dephase::{CircuitBreakerLayer, Coalesce};
     use proptest::prelude::*;
@@ -401,40 +400,6 @@ mod cancellation {
         delay_ms: u64,
     }
 
-    /// Counts what a budget grants and what comes back.
-    #[derive(Clone)]
-    struct Counting {
-        inner: TokenBucket,
-        granted: Arc<AtomicU64>,
-        refunded: Arc<AtomicU64>,
-    }
-
-    impl RetryBudget for Counting {
-        fn deposit(&self) {
-            self.inner.deposit();
-        }
-        fn withdraw(&self) -> Option<Withdrawal> {
-            let w = self.inner.withdraw();
-            if w.is_some() {
-                self.granted.fetch_add(1, Ordering::SeqCst);
-            }
-            w
-        }
-        fn refund(&self, withdrawal: Withdrawal) {
-            self.refunded.fetch_add(1, Ordering::SeqCst);
-            self.inner.refund(withdrawal);
-        }
-        fn on_success(&self, retry: Option<Withdrawal>) {
-            self.inner.on_success(retry);
-        }
-        fn on_failure(&self) {
-            self.inner.on_failure();
-        }
-        fn balance(&self) -> f64 {
-            self.inner.balance()
-        }
-    }
-
     fn request() -> impl Strategy<Value = (u8, bool, u64, Option<u64>)> {
         (
             0u8..3,
@@ -445,11 +410,7 @@ mod cancellation {
     }
 
     async fn stack_case(requests: Vec<(u8, bool, u64, Option<u64>)>) {
-        let budget = Counting {
-            inner: TokenBucket::builder().capacity(50.0).build().unwrap(),
-            granted: Arc::default(),
-            refunded: Arc::default(),
-        };
+        let budget = Counting::new(TokenBucket::builder().capacity(50.0).build().unwrap());
         let attempts: Arc<Mutex<HashMap<usize, u64>>> = Arc::default();
         let log = attempts.clone();
         let breaker = Breaker::builder()

@@ -115,11 +115,6 @@ fn never_finishes(
 /// A hung coalesced call with 100 000 overlapping callers keeps flat memory.
 #[test]
 fn a_flight_kept_alive_by_overlapping_callers_does_not_grow() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    let _entered = runtime.enter();
     let calls = Arc::new(AtomicUsize::new(0));
     let service = CoalesceLayer::new(|k: &u32| Some(*k)).layer(never_finishes(calls.clone()));
     let coalescer = service.coalescer().clone();
@@ -131,11 +126,6 @@ fn a_flight_kept_alive_by_overlapping_callers_does_not_grow() {
 /// The same through the cache: its loads share the flight engine.
 #[test]
 fn a_cache_load_kept_alive_by_overlapping_callers_does_not_grow() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    let _entered = runtime.enter();
     let calls = Arc::new(AtomicUsize::new(0));
     let store = Store::builder(10).seed(1).build().unwrap();
     let service =

@@ -4,14 +4,13 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use dephase::breaker::Breaker;
-use dephase::budget::{RetryBudget, TokenBucket, Withdrawal};
+use dephase::budget::TokenBucket;
 use dephase::cache::{CacheLayer, Store};
 use dephase::coalesce::Coalesce;
 use dephase::http::{ReplayBody, ReplayableBody};
@@ -22,7 +21,7 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 
-use crate::support::bounded;
+use crate::support::{Counting, bounded};
 
 /// A request body fed from a channel: pending until the test sends a chunk.
 struct Fed(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
@@ -95,40 +94,6 @@ async fn a_copy_dropped_while_waiting_does_not_strand_the_others() {
     assert_eq!(frame.into_data().unwrap(), "chunk");
 }
 
-/// Counts what a budget grants and what comes back.
-#[derive(Clone)]
-struct Counting {
-    inner: TokenBucket,
-    granted: Arc<AtomicU64>,
-    refunded: Arc<AtomicU64>,
-}
-
-impl RetryBudget for Counting {
-    fn deposit(&self) {
-        self.inner.deposit();
-    }
-    fn withdraw(&self) -> Option<Withdrawal> {
-        let w = self.inner.withdraw();
-        if w.is_some() {
-            self.granted.fetch_add(1, Ordering::SeqCst);
-        }
-        w
-    }
-    fn refund(&self, withdrawal: Withdrawal) {
-        self.refunded.fetch_add(1, Ordering::SeqCst);
-        self.inner.refund(withdrawal);
-    }
-    fn on_success(&self, retry: Option<Withdrawal>) {
-        self.inner.on_success(retry);
-    }
-    fn on_failure(&self) {
-        self.inner.on_failure();
-    }
-    fn balance(&self) -> f64 {
-        self.inner.balance()
-    }
-}
-
 /// A future dropped after it has been polled `polls` times (a caller that
 /// goes away at an arbitrary await point).
 struct DropAfter<F> {
@@ -174,11 +139,7 @@ struct Req {
 /// flight, no load, no unbalanced withdrawal, no probe place, no turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_drop_points_on_threads_leave_nothing_behind() {
-    let budget = Counting {
-        inner: TokenBucket::builder().capacity(100.0).build().unwrap(),
-        granted: Arc::default(),
-        refunded: Arc::default(),
-    };
+    let budget = Counting::new(TokenBucket::builder().capacity(100.0).build().unwrap());
     let attempts: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();
     let log = attempts.clone();
     let breaker = Breaker::builder()
@@ -282,10 +243,8 @@ async fn random_drop_points_on_threads_leave_nothing_behind() {
     assert_eq!(coalescer.in_flight(), 0, "a flight was left in the table");
     assert_eq!(store.loads_in_flight(), 0, "a load was left in the store");
     let resends: u64 = attempts.lock().unwrap().values().map(|n| n - 1).sum();
-    let granted = budget.granted.load(Ordering::SeqCst);
-    let refunded = budget.refunded.load(Ordering::SeqCst);
     assert_eq!(
-        granted - refunded,
+        budget.spent(),
         resends,
         "every withdrawal spent or refunded"
     );

@@ -18,6 +18,10 @@
 //! Every wait is bounded: under paused time a hang auto-advances the clock
 //! to a timeout and fails; on the real clock a timeout of a few seconds
 //! catches it. Each test says in its first doc line what it proves.
+//!
+//! It needs the `http` feature (on by default): the HTTP layers are among
+//! those attacked.
+#![cfg(feature = "http")]
 
 #[path = "../support/mod.rs"]
 mod support;

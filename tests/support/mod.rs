@@ -203,3 +203,56 @@ pub async fn bounded<F: std::future::Future>(future: F) -> F::Output {
         .await
         .expect("hung: still pending after an hour of (paused) time")
 }
+
+/// A token bucket that counts what it grants and what comes back, to check
+/// that every withdrawal is either spent on a re-send or refunded.
+#[derive(Clone)]
+pub struct Counting {
+    pub inner: dephase::budget::TokenBucket,
+    pub granted: Arc<std::sync::atomic::AtomicU64>,
+    pub refunded: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Counting {
+    pub fn new(inner: dephase::budget::TokenBucket) -> Self {
+        Counting {
+            inner,
+            granted: Arc::default(),
+            refunded: Arc::default(),
+        }
+    }
+
+    /// Withdrawals granted, less those refunded.
+    pub fn spent(&self) -> u64 {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.granted.load(SeqCst) - self.refunded.load(SeqCst)
+    }
+}
+
+impl dephase::budget::RetryBudget for Counting {
+    fn deposit(&self) {
+        self.inner.deposit();
+    }
+    fn withdraw(&self) -> Option<dephase::budget::Withdrawal> {
+        let w = self.inner.withdraw();
+        if w.is_some() {
+            self.granted
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        w
+    }
+    fn refund(&self, withdrawal: dephase::budget::Withdrawal) {
+        self.refunded
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.refund(withdrawal);
+    }
+    fn on_success(&self, retry: Option<dephase::budget::Withdrawal>) {
+        self.inner.on_success(retry);
+    }
+    fn on_failure(&self) {
+        self.inner.on_failure();
+    }
+    fn balance(&self) -> f64 {
+        self.inner.balance()
+    }
+}
