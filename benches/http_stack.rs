@@ -27,7 +27,7 @@ use criterion::{Criterion, criterion_group};
 use dephase::backoff::ExponentialBackoff;
 use dephase::breaker::Breaker;
 use dephase::budget::RatioBudget;
-use dephase::cache::{CacheLayer, Store};
+use dephase::cache::{CacheLayer, MemoryStore};
 use dephase::coalesce::CoalesceLayer;
 use dephase::http::{Collected, FanoutLayer, HttpClassifier, IdempotentRequests, RequestKey};
 use dephase::retry::{RetryLayer, RetryPolicy};
@@ -111,7 +111,7 @@ fn http_stack(c: &mut Criterion) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     // Bounded and full after the first thousand requests: a miss inserts
     // and evicts, as in a cache in steady state.
-    let store = Store::builder(1_000)
+    let store = MemoryStore::builder(1_000)
         .ttl(Duration::from_secs(3600))
         .store_if(Collected::is_cacheable)
         .build()
@@ -225,7 +225,7 @@ fn span_tagging(c: &mut Criterion) {
         .build()
         .unwrap();
     let _enter = runtime.enter();
-    let store = Store::builder(100)
+    let store = MemoryStore::builder(100)
         .ttl(Duration::from_secs(3600))
         .early_refresh(false)
         .build()

@@ -24,7 +24,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group};
-use dephase::redis::{RedisCacheLayer, RedisStore};
+use dephase::cache::CacheLayer;
+use dephase::redis::RedisStore;
 use redis::aio::MultiplexedConnection;
 use tower::{Layer, Service, ServiceExt};
 
@@ -77,7 +78,7 @@ fn redis_hit(c: &mut Criterion) {
             "the value of {key}, about as long as a small JSON document"
         ))
     });
-    let service = RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(origin);
+    let service = CacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(origin);
     let mut direct = runtime.block_on(async {
         // The first request loads and stores the entry.
         service.clone().oneshot("hot".to_string()).await.unwrap();

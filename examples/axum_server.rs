@@ -27,7 +27,7 @@ use bytes::Bytes;
 use dephase::backoff::{ExponentialBackoff, Jitter};
 use dephase::breaker::Breaker;
 use dephase::breaker::error::Rejected;
-use dephase::cache::{CacheLayer, Store, TtlJitter};
+use dephase::cache::{CacheLayer, MemoryStore, TtlJitter};
 use dephase::{BoxError, CircuitBreakerLayer};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
@@ -57,7 +57,7 @@ pub struct Summary {
 
 /// The backend: 50 ms per lookup; user 0 always fails.
 fn backend(calls: Arc<AtomicUsize>) -> Backend {
-    let store = Store::builder(10_000)
+    let store = MemoryStore::builder(10_000)
         .ttl(Duration::from_secs(30))
         .ttl_jitter(TtlJitter::Random(Duration::from_secs(3)))
         .build()

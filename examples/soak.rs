@@ -26,7 +26,7 @@ use bytes::Bytes;
 use dephase::backoff::{ExponentialBackoff, Jitter};
 use dephase::breaker::Breaker;
 use dephase::budget::RatioBudget;
-use dephase::cache::{CacheLayer, Store};
+use dephase::cache::{CacheLayer, MemoryStore};
 use dephase::coalesce::CoalesceLayer;
 use dephase::http::{Collected, FanoutLayer, HttpClassifier, IdempotentRequests, RequestKey};
 use dephase::retry::{RetryLayer, RetryPolicy};
@@ -101,7 +101,7 @@ fn main() -> Result<(), BoxError> {
     );
     let started = Instant::now();
     let rss_warm = runtime.block_on(async {
-        let store = Store::builder(1000)
+        let store = MemoryStore::builder(1000)
             .ttl(Duration::from_secs(1))
             .store_if(Collected::is_cacheable)
             .build()?;

@@ -101,57 +101,8 @@
 /// boxed, as in tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// `get_ref`, `get_mut` and `into_inner` for a middleware whose inner
-/// service is its field `inner`, of type `S` (every service here has them,
-/// as in tower).
-macro_rules! inner_accessors {
-    () => {
-        /// The inner service.
-        pub fn get_ref(&self) -> &S {
-            &self.inner
-        }
-
-        /// The inner service, mutably.
-        pub fn get_mut(&mut self) -> &mut S {
-            &mut self.inner
-        }
-
-        /// Unwraps the inner service.
-        pub fn into_inner(self) -> S {
-            self.inner
-        }
-    };
-}
-
-/// The freshness setters that the in-process and the Redis cache stores
-/// share (the builder has `ttl`, `beta`, `xfetch` and `jitter` fields).
-macro_rules! freshness_setters {
-    () => {
-        /// How long a value is fresh (default 60 s), before jitter.
-        pub fn ttl(mut self, ttl: Duration) -> Self {
-            self.ttl = ttl;
-            self
-        }
-
-        /// XFetch's β: above 1 refreshes earlier, below 1 later (default 1; must be positive).
-        pub fn beta(mut self, beta: f64) -> Self {
-            self.beta = beta;
-            self
-        }
-
-        /// Turns early refreshes on (the default) or off.
-        pub fn early_refresh(mut self, on: bool) -> Self {
-            self.xfetch = on;
-            self
-        }
-
-        /// How expiries are spread (default [`TtlJitter::Random`] of a tenth of the TTL).
-        pub fn ttl_jitter(mut self, jitter: TtlJitter) -> Self {
-            self.jitter = Some(jitter);
-            self
-        }
-    };
-}
+#[macro_use]
+mod macros;
 
 pub mod backoff;
 pub mod breaker;
@@ -160,6 +111,7 @@ pub mod cache;
 pub mod classify;
 pub mod coalesce;
 mod error;
+mod flight;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
@@ -179,7 +131,7 @@ mod window;
 pub use crate::backoff::{ExponentialBackoff, Jitter};
 pub use crate::breaker::{Breaker, CircuitBreaker, CircuitBreakerLayer};
 pub use crate::budget::{RatioBudget, RetryBudget, TokenBucket};
-pub use crate::cache::{Cache, CacheLayer, Store};
+pub use crate::cache::{Cache, CacheLayer, MemoryStore};
 pub use crate::classify::{Classify, Outcome};
 pub use crate::coalesce::{Coalesce, CoalesceLayer};
 pub use crate::error::ConfigError;

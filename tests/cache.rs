@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dephase::BoxError;
-use dephase::cache::{CacheLayer, Store, TtlJitter};
+use dephase::cache::{CacheLayer, MemoryStore, TtlJitter};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 mod support;
@@ -64,8 +64,8 @@ impl Origin {
     }
 }
 
-fn store() -> dephase::cache::StoreBuilder<u32, String> {
-    Store::builder(1000)
+fn store() -> dephase::cache::StoreBuilder<dephase::cache::Memory<u32, String>> {
+    MemoryStore::builder(1000)
         .ttl(10 * S)
         .ttl_jitter(TtlJitter::None)
         .early_refresh(false)
@@ -124,7 +124,7 @@ async fn misses_are_coalesced() {
 #[tokio::test(start_paused = true)]
 async fn early_refreshes_run_once_in_the_background() {
     let origin = Origin::new(50 * MS);
-    let store = Store::builder(1000)
+    let store = MemoryStore::builder(1000)
         .ttl(2 * S)
         .ttl_jitter(TtlJitter::None)
         .beta(1.0)
@@ -297,7 +297,7 @@ async fn a_panicking_origin_gives_every_waiter_an_error_and_frees_the_key() {
 #[tokio::test(start_paused = true)]
 async fn memory_is_bounded_by_the_capacity() {
     let origin = Origin::new(Duration::ZERO);
-    let store = Store::builder(1000).ttl(3600 * S).build().unwrap();
+    let store = MemoryStore::builder(1000).ttl(3600 * S).build().unwrap();
     let mut svc = ServiceBuilder::new()
         .layer(CacheLayer::new(store.clone(), |k: &u32| Some(*k)))
         .service(origin.service());
@@ -360,11 +360,11 @@ async fn results_are_recorded() {
 
 #[test]
 fn bad_settings_name_their_field() {
-    let b = || Store::<u32, String>::builder(10);
+    let b = || MemoryStore::<u32, String>::builder(10);
     let cases = [
         (
             "cache.max_capacity",
-            Store::<u32, String>::builder(0).build().unwrap_err(),
+            MemoryStore::<u32, String>::builder(0).build().unwrap_err(),
         ),
         ("cache.ttl", b().ttl(Duration::ZERO).build().unwrap_err()),
         ("cache.beta", b().beta(0.0).build().unwrap_err()),

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use dephase::BoxError;
-use dephase::coalesce::error::{Panicked, Shared};
+use dephase::coalesce::error::{Panicked, SharedError};
 use dephase::coalesce::{Coalesce, CoalesceLayer};
 use proptest::prelude::*;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -129,7 +129,7 @@ async fn errors_go_to_every_waiter_and_are_not_remembered() {
     let svc = coalesced(&origin);
     for result in herd(&svc, 50, (1, Act::Fail)).await {
         let err = result.unwrap_err();
-        let shared = err.downcast_ref::<Shared>().expect("a shared error");
+        let shared = err.downcast_ref::<SharedError>().expect("a shared error");
         assert_eq!(shared.inner().to_string(), "failure 1 (call 1)");
         assert!(std::error::Error::source(shared).is_some());
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use dephase::BoxError;
 use dephase::backoff::{ExponentialBackoff, Jitter};
-use dephase::cache::{CacheLayer, Store};
+use dephase::cache::{CacheLayer, MemoryStore};
 use dephase::classify::{Classify, Outcome};
 use dephase::coalesce::CoalesceLayer;
 use dephase::http::{
@@ -607,7 +607,7 @@ async fn a_body_that_errors_mid_stream_fails_every_caller_and_frees_the_key() {
 async fn the_cache_stores_complete_responses_only() {
     for (size, stored) in [(1000, true), (10_000, false)] {
         let (origin, calls) = slow_origin(size, false);
-        let store = Store::builder(100)
+        let store = MemoryStore::builder(100)
             .ttl(Duration::from_secs(60))
             .store_if(Collected::is_cacheable)
             .build()

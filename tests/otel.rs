@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use dephase::backoff::{ExponentialBackoff, Jitter};
 use dephase::breaker::Breaker;
-use dephase::cache::{CacheLayer, Store};
+use dephase::cache::{CacheLayer, MemoryStore};
 use dephase::coalesce::CoalesceLayer;
 use dephase::retry::{RetryLayer, RetryPolicy};
 use dephase::{BoxError, CircuitBreakerLayer};
@@ -191,7 +191,7 @@ async fn a_coalesced_follower_exports_its_role() {
 #[tokio::test(start_paused = true)]
 async fn an_early_refresh_exports_its_result() {
     let spans = exported(async {
-        let store = Store::builder(10)
+        let store = MemoryStore::builder(10)
             .ttl(Duration::from_secs(10))
             .beta(1e6) // refresh as early as possible: deterministic here
             .seed(1)
@@ -318,7 +318,7 @@ mod redis_server;
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "current_thread")]
 async fn a_replica_that_waited_on_a_lease_exports_the_wait_it_applied() {
-    use dephase::redis::{RedisCacheLayer, RedisStore};
+    use dephase::redis::RedisStore;
     use tower::Layer;
 
     let Some(server) = redis_server::for_test() else {
@@ -331,7 +331,7 @@ async fn a_replica_that_waited_on_a_lease_exports_the_wait_it_applied() {
         .prefix("otel:")
         .build()
         .unwrap();
-    let service = RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(
+    let service = CacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(
         tower::service_fn(|k: String| async move { Ok::<_, BoxError>(format!("value of {k}")) }),
     );
     let spans = exported(async {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use dephase::backoff::{ExponentialBackoff, Jitter};
 use dephase::breaker::Breaker;
 use dephase::budget::TokenBucket;
-use dephase::cache::{CacheLayer, Store};
+use dephase::cache::{CacheLayer, MemoryStore};
 use dephase::coalesce::CoalesceLayer;
 use dephase::offset::Offset;
 use dephase::retry::{RetryLayer, RetryPolicy};
@@ -146,7 +146,7 @@ async fn the_layers_count_what_they_did() {
     assert_eq!((a.unwrap(), b.unwrap(), c.unwrap()), (1, 1, 1));
 
     // Cache: a miss, then two hits; the load's TTL jitter is an offset.
-    let store = Store::builder(10)
+    let store = MemoryStore::builder(10)
         .ttl(Duration::from_secs(60))
         .early_refresh(false)
         .build()
@@ -164,10 +164,10 @@ async fn the_layers_count_what_they_did() {
     // counted as `degraded` (and as one more cache miss).
     #[cfg(feature = "redis")]
     {
-        use dephase::redis::{RedisCacheLayer, RedisStore};
+        use dephase::redis::RedisStore;
         use tower::Layer;
         let store = RedisStore::builder("redis://127.0.0.1:1/").build().unwrap();
-        let answer = RedisCacheLayer::new(store, |k: &String| Some(k.clone()))
+        let answer = CacheLayer::new(store, |k: &String| Some(k.clone()))
             .layer(tower::service_fn(|k: String| async move {
                 Ok::<_, BoxError>(k)
             }))

@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dephase::BoxError;
-use dephase::redis::{RedisCacheLayer, RedisStore};
+use dephase::cache::CacheLayer;
+use dephase::redis::RedisStore;
 use fleet::server::RedisServer;
 use redis::AsyncCommands;
 use tokio::sync::Semaphore;
@@ -75,7 +76,7 @@ impl Origin {
         store: &RedisStore<String, String>,
     ) -> impl Service<String, Response = String, Error = BoxError, Future: Send> + Clone + Send + 'static
     {
-        RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(self.service())
+        CacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(self.service())
     }
 
     fn service(
@@ -97,7 +98,9 @@ impl Origin {
     }
 }
 
-fn store(server: &RedisServer) -> dephase::redis::RedisStoreBuilder<String, String> {
+fn store(
+    server: &RedisServer,
+) -> dephase::cache::StoreBuilder<dephase::redis::Redis<String, String>> {
     RedisStore::builder(server.url())
         .prefix("test:")
         .ttl(Duration::from_secs(60))
@@ -137,9 +140,7 @@ async fn replicas_make_one_recompute_per_expiry_between_them() {
         .map(|_| {
             let store = store(&server).build().unwrap();
             let service = ServiceBuilder::new()
-                .layer(RedisCacheLayer::new(store.clone(), |k: &String| {
-                    Some(k.clone())
-                }))
+                .layer(CacheLayer::new(store.clone(), |k: &String| Some(k.clone())))
                 .service(origin.service());
             (store, service)
         })
@@ -576,8 +577,9 @@ async fn a_value_that_is_not_ours_is_reloaded_and_never_an_error() {
 
 #[test]
 fn bad_settings_are_errors_not_panics() {
-    let field =
-        |b: dephase::redis::RedisStoreBuilder<String, String>| b.build().unwrap_err().field();
+    let field = |b: dephase::cache::StoreBuilder<dephase::redis::Redis<String, String>>| {
+        b.build().unwrap_err().field()
+    };
     let builder = || RedisStore::<String, String>::builder("redis://127.0.0.1:1/");
     assert_eq!(
         field(RedisStore::builder("http://example.com/")),
@@ -694,7 +696,7 @@ async fn replica_process() {
         .early_refresh(false)
         .build()
         .unwrap();
-    let service = RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(origin);
+    let service = CacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(origin);
     for round in 1..=ROUNDS {
         let go: Option<(String, i64)> = control.blpop(format!("go:{round}"), 60.0).await.unwrap();
         assert!(go.is_some(), "no go for round {round}");
@@ -712,21 +714,21 @@ async fn replica_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_near_cache_in_front_answers_hot_keys_without_redis() {
-    use dephase::cache::{CacheLayer, Store};
+    use dephase::cache::MemoryStore;
 
     let Some(server) = server() else { return };
     let origin = Origin::open();
     let replicas: Vec<_> = (0..3)
         .map(|_| {
             let shared = store(&server).build().unwrap();
-            let near = Store::builder(100)
+            let near = MemoryStore::builder(100)
                 .ttl(Duration::from_secs(30))
                 .early_refresh(false)
                 .build()
                 .unwrap();
             let service = ServiceBuilder::new()
                 .layer(CacheLayer::new(near, |k: &String| Some(k.clone())))
-                .layer(RedisCacheLayer::new(shared.clone(), |k: &String| {
+                .layer(CacheLayer::new(shared.clone(), |k: &String| {
                     Some(k.clone())
                 }))
                 .service(origin.service());
@@ -792,7 +794,7 @@ async fn http_responses_are_shared_across_replicas_whole() {
                 .unwrap();
             let service = FanoutLayer::new(
                 4096,
-                RedisCacheLayer::new(store.clone(), RequestKey::new().into_fn()),
+                CacheLayer::new(store.clone(), RequestKey::new().into_fn()),
             )
             .layer(origin.clone());
             (store, service)

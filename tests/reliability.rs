@@ -10,7 +10,7 @@ use std::time::Duration;
 use dephase::BoxError;
 use dephase::backoff::{ExponentialBackoff, Jitter};
 use dephase::budget::{RatioBudget, RetryBudget, TokenBucket};
-use dephase::cache::{CacheLayer, Store};
+use dephase::cache::{CacheLayer, MemoryStore};
 use dephase::coalesce::CoalesceLayer;
 use dephase::retry::{RetryLayer, RetryPolicy};
 use tower::{Layer, Service, ServiceExt};
@@ -124,7 +124,7 @@ async fn a_million_keys_through_coalesce_leave_the_table_empty() {
 /// capacity and no load is left in flight.
 #[tokio::test(start_paused = true)]
 async fn a_million_keys_through_the_cache_stay_within_its_capacity() {
-    let store = Store::builder(10_000)
+    let store = MemoryStore::builder(10_000)
         .ttl(Duration::from_secs(3600))
         .build()
         .unwrap();
@@ -299,28 +299,32 @@ fn invalid_settings_are_errors_that_name_their_field() {
         ),
         // cache
         (
-            field(Store::<u64, u64>::builder(0).build()),
+            field(MemoryStore::<u64, u64>::builder(0).build()),
             "cache.max_capacity",
         ),
         (
-            field(Store::<u64, u64>::builder(10).ttl(Duration::ZERO).build()),
+            field(
+                MemoryStore::<u64, u64>::builder(10)
+                    .ttl(Duration::ZERO)
+                    .build(),
+            ),
             "cache.ttl",
         ),
         (
-            field(Store::<u64, u64>::builder(10).beta(0.0).build()),
+            field(MemoryStore::<u64, u64>::builder(10).beta(0.0).build()),
             "cache.beta",
         ),
         (
-            field(Store::<u64, u64>::builder(10).beta(-1.0).build()),
+            field(MemoryStore::<u64, u64>::builder(10).beta(-1.0).build()),
             "cache.beta",
         ),
         (
-            field(Store::<u64, u64>::builder(10).beta(nan).build()),
+            field(MemoryStore::<u64, u64>::builder(10).beta(nan).build()),
             "cache.beta",
         ),
         (
             field(
-                Store::<u64, u64>::builder(10)
+                MemoryStore::<u64, u64>::builder(10)
                     .negative_ttl(Duration::ZERO)
                     .build(),
             ),
@@ -329,12 +333,16 @@ fn invalid_settings_are_errors_that_name_their_field() {
         // Lives added to the clock: a TTL whose default jitter (a tenth)
         // overflowed panicked at the first load.
         (
-            field(Store::<u64, u64>::builder(10).ttl(Duration::MAX).build()),
+            field(
+                MemoryStore::<u64, u64>::builder(10)
+                    .ttl(Duration::MAX)
+                    .build(),
+            ),
             "cache.ttl",
         ),
         (
             field(
-                Store::<u64, u64>::builder(10)
+                MemoryStore::<u64, u64>::builder(10)
                     .stale_if_error(Duration::MAX)
                     .build(),
             ),
@@ -342,7 +350,7 @@ fn invalid_settings_are_errors_that_name_their_field() {
         ),
         (
             field(
-                Store::<u64, u64>::builder(10)
+                MemoryStore::<u64, u64>::builder(10)
                     .negative_ttl(Duration::MAX)
                     .build(),
             ),
@@ -525,7 +533,7 @@ mod cancellation {
     }
 
     async fn cache_case(requests: Vec<(u8, bool, u64, Option<u64>)>) {
-        let store = Store::builder(100)
+        let store = MemoryStore::builder(100)
             .ttl(Duration::from_millis(100))
             .seed(6)
             .build()

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
 use dephase::BoxError;
-use dephase::cache::{CacheLayer, Store, TtlJitter};
+use dephase::cache::{CacheLayer, MemoryStore, TtlJitter};
 use dephase::coalesce::CoalesceLayer;
 use tokio::sync::Notify;
 use tower::{Layer, Service, ServiceExt};
@@ -261,7 +261,7 @@ fn cache_hit(c: &mut Criterion) {
     let mut group = c.benchmark_group("cache_hit");
     group.throughput(Throughput::Elements(1));
 
-    let store = Store::builder(10_000)
+    let store = MemoryStore::builder(10_000)
         .ttl(Duration::from_secs(3600))
         .ttl_jitter(TtlJitter::None)
         .build()

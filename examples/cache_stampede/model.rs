@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dephase::BoxError;
-use dephase::cache::{CacheLayer, Store, TtlJitter};
+use dephase::cache::{CacheLayer, MemoryStore, TtlJitter};
 use dephase::measure::Recorder;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -157,7 +157,7 @@ pub async fn run(scenario: Scenario, strategy: Strategy) -> Report {
         ttl: scenario.ttl,
         entries: Arc::default(),
     };
-    let store = Store::builder(1000)
+    let store = MemoryStore::builder(1000)
         .ttl(scenario.ttl)
         .ttl_jitter(TtlJitter::None)
         .early_refresh(matches!(
@@ -228,7 +228,7 @@ pub async fn hot_keys(keys: u32, ttl: Duration, jitter: TtlJitter, seed: u64) ->
         recorder.mark();
         async move { Ok::<_, BoxError>(u64::from(key)) }
     });
-    let store = Store::builder(10_000)
+    let store = MemoryStore::builder(10_000)
         .ttl(ttl)
         .ttl_jitter(jitter)
         .early_refresh(false)

@@ -28,8 +28,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dephase::BoxError;
-use dephase::cache::{CacheLayer, Store};
-use dephase::redis::{RedisCacheLayer, RedisStore};
+use dephase::cache::{CacheLayer, MemoryStore};
+use dephase::redis::RedisStore;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
@@ -137,7 +137,7 @@ async fn in_process(n: usize, run_for: Duration) -> Run {
     let origin = Origin::default();
     let replicas = (0..n)
         .map(|_| {
-            let store = Store::builder(1000)
+            let store = MemoryStore::builder(1000)
                 .ttl(TTL)
                 .early_refresh(false)
                 .build()
@@ -165,7 +165,7 @@ async fn with_redis(n: usize, url: &str, run_for: Duration) -> Run {
     let replicas = stores
         .iter()
         .map(|store| {
-            let layer = RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone()));
+            let layer = CacheLayer::new(store.clone(), |k: &String| Some(k.clone()));
             BoxCloneSyncService::new(layer.layer(origin.service()))
         })
         .collect();

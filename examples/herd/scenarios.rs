@@ -13,7 +13,7 @@ use dephase::backoff::{ExponentialBackoff, Jitter};
 use dephase::breaker::Breaker;
 use dephase::breaker::error::Rejected;
 use dephase::budget::{RatioBudget, RetryBudget, Withdrawal};
-use dephase::cache::{CacheLayer, Store, TtlJitter};
+use dephase::cache::{CacheLayer, MemoryStore, TtlJitter};
 use dephase::classify::{Classify, Outcome};
 use dephase::offset::Offset;
 use dephase::pace::Pacer;
@@ -440,7 +440,7 @@ pub async fn cache_stampede(settings: Settings) -> Result<Scenario, BoxError> {
     let start = Instant::now();
     let origin = Origin::start(start, Duration::ZERO)?;
     let (uri, client) = (origin.uri("/report"), origin::client());
-    let store = Store::builder(16)
+    let store = MemoryStore::builder(16)
         .ttl(TTL)
         .ttl_jitter(TtlJitter::Random(TTL / 10))
         .beta(0.5)

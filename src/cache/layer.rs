@@ -1,42 +1,39 @@
+//! The [`CacheLayer`].
+
 use std::fmt;
-use std::hash::Hash;
 
 use tower_layer::Layer;
 
-use super::{Cache, Store};
+use super::Cache;
+use super::store::Store;
 
-/// Wraps services in [`Cache`], all sharing one [`Store`].
-pub struct CacheLayer<F, K, T> {
-    store: Store<K, T>,
+/// Wraps services in [`Cache`], all sharing one store.
+pub struct CacheLayer<F, St> {
+    store: St,
     key: F,
 }
 
-impl<F, K, T> CacheLayer<F, K, T> {
+impl<F, St: Store> CacheLayer<F, St> {
     /// Caches in `store`, by `key(&request)` (`None`: not cached).
-    pub fn new(store: Store<K, T>, key: F) -> Self {
+    pub fn new(store: St, key: F) -> Self {
         CacheLayer { store, key }
     }
 
     /// The store.
-    pub fn store(&self) -> &Store<K, T> {
+    pub fn store(&self) -> &St {
         &self.store
     }
 }
 
-impl<S, F, K, T> Layer<S> for CacheLayer<F, K, T>
-where
-    F: Clone,
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-    T: Clone + Send + Sync + 'static,
-{
-    type Service = Cache<S, F, K, T>;
+impl<S, F: Clone, St: Store> Layer<S> for CacheLayer<F, St> {
+    type Service = Cache<S, F, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Cache::new(inner, self.store.clone(), self.key.clone())
     }
 }
 
-impl<F: Clone, K, T> Clone for CacheLayer<F, K, T> {
+impl<F: Clone, St: Clone> Clone for CacheLayer<F, St> {
     fn clone(&self) -> Self {
         CacheLayer {
             store: self.store.clone(),
@@ -45,7 +42,7 @@ impl<F: Clone, K, T> Clone for CacheLayer<F, K, T> {
     }
 }
 
-impl<F, K, T> fmt::Debug for CacheLayer<F, K, T> {
+impl<F, St: fmt::Debug> fmt::Debug for CacheLayer<F, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheLayer")
             .field("store", &self.store)

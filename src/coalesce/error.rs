@@ -7,15 +7,15 @@ use crate::BoxError;
 
 /// The error of a coalesced call, shared by every caller that waited for it.
 ///
-/// [`source`](std::error::Error::source) (and [`inner`](Shared::inner)) is
+/// [`source`](std::error::Error::source) (and [`inner`](SharedError::inner)) is
 /// the inner service's error, so a classifier can look through it:
 ///
 /// ```
-/// use dephase::coalesce::error::Shared;
+/// use dephase::coalesce::error::SharedError;
 /// use dephase::BoxError;
 ///
 /// fn is_timeout(error: &BoxError) -> bool {
-///     let error = match error.downcast_ref::<Shared>() {
+///     let error = match error.downcast_ref::<SharedError>() {
 ///         Some(shared) => shared.inner(),
 ///         None => error,
 ///     };
@@ -24,13 +24,13 @@ use crate::BoxError;
 /// # let _ = is_timeout;
 /// ```
 #[derive(Debug, Clone)]
-pub struct Shared {
+pub struct SharedError {
     inner: Arc<BoxError>,
 }
 
-impl Shared {
-    pub(crate) fn new(inner: Arc<BoxError>) -> Shared {
-        Shared { inner }
+impl SharedError {
+    pub(crate) fn new(inner: Arc<BoxError>) -> SharedError {
+        SharedError { inner }
     }
 
     /// The inner service's error.
@@ -39,20 +39,21 @@ impl Shared {
     }
 }
 
-impl fmt::Display for Shared {
+impl fmt::Display for SharedError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.inner, f)
     }
 }
 
-impl std::error::Error for Shared {
+impl std::error::Error for SharedError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&**self.inner)
     }
 }
 
 /// The coalesced call panicked. Every caller that waited for it gets this
-/// error; the key is freed and the next call starts afresh.
+/// error (`error.downcast_ref::<Panicked>()` finds it); the key is freed
+/// and the next call starts afresh.
 #[derive(Debug, Clone)]
 pub struct Panicked {
     message: String,

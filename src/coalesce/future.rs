@@ -1,4 +1,5 @@
-//! The coalesced call's [`ResponseFuture`]: a direct call, or a place in a flight.
+//! The coalesced call's [`ResponseFuture`]: a direct call, or a place in a
+//! flight (the [`flight`](crate::flight) engine's), with its telemetry.
 
 use std::fmt;
 use std::future::Future;
@@ -9,8 +10,8 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 use tracing::{Level, Span};
 
-use super::flight::Waiter;
 use crate::BoxError;
+use crate::flight::{Keyed, Landed, Waiter};
 use crate::telemetry::{COALESCE_ROLE, COALESCE_WAITERS};
 
 pin_project! {
@@ -23,39 +24,23 @@ pin_project! {
         T: Clone,
     {
         #[pin]
-        kind: Kind<F, K, T>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F, K, T>
-    where
-        K: Hash,
-        K: Eq,
-        K: Clone,
-        T: Clone,
-    {
-        // The request had no key: called directly.
-        Direct { #[pin] future: F },
-        // The request shares a flight.
-        Shared { waiter: Waiter<K, T>, recorded: bool },
+        keyed: Keyed<F, K, T>,
+        recorded: bool,
     }
 }
 
 impl<F, K: Hash + Eq + Clone, T: Clone> ResponseFuture<F, K, T> {
     pub(super) fn direct(future: F) -> Self {
         ResponseFuture {
-            kind: Kind::Direct { future },
+            keyed: Keyed::direct(future),
+            recorded: false,
         }
     }
 
     pub(super) fn shared(waiter: Waiter<K, T>) -> Self {
         ResponseFuture {
-            kind: Kind::Shared {
-                waiter,
-                recorded: false,
-            },
+            keyed: Keyed::shared(waiter),
+            recorded: false,
         }
     }
 }
@@ -70,44 +55,47 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Direct { future } => Poll::Ready(ready!(future.poll(cx)).map_err(Into::into)),
-            KindProj::Shared { waiter, recorded } => {
-                let role = if waiter.is_leader() {
-                    "leader"
-                } else {
-                    "follower"
-                };
-                if !*recorded {
-                    // Recorded at the first poll: the caller's span is entered then.
-                    Span::current().record(COALESCE_ROLE, role);
-                    if !waiter.is_leader() {
-                        crate::telemetry::count::coalesce_follower();
-                    }
-                    *recorded = true;
-                }
-                let result = ready!(waiter.poll(cx));
-                let waiters = i64::try_from(waiter.joined()).unwrap_or(i64::MAX);
+        let mut this = self.project();
+        let role = this.keyed.waiter().map(|w| w.is_leader());
+        if let (Some(leader), false) = (role, *this.recorded) {
+            // Recorded at the first poll: the caller's span is entered then.
+            Span::current().record(COALESCE_ROLE, role_name(leader));
+            if !leader {
+                crate::telemetry::count::coalesce_follower();
+            }
+            *this.recorded = true;
+        }
+        match ready!(this.keyed.as_mut().poll_landed(cx)) {
+            Landed::Direct(result) => Poll::Ready(result.map_err(Into::into)),
+            Landed::Shared(result) => {
+                let joined = this.keyed.waiter().map_or(1, Waiter::joined);
+                let waiters = i64::try_from(joined).unwrap_or(i64::MAX);
                 Span::current().record(COALESCE_WAITERS, waiters);
-                tracing::event!(
-                    target: "dephase::coalesce",
-                    Level::DEBUG,
-                    dephase.coalesce.role = role,
-                    dephase.coalesce.waiters = waiters,
-                    "coalesced call finished"
-                );
+                if waiters > 1 {
+                    tracing::event!(
+                        target: "dephase::coalesce",
+                        Level::DEBUG,
+                        dephase.coalesce.role = role_name(role.unwrap_or(true)),
+                        dephase.coalesce.waiters = waiters,
+                        "coalesced call finished"
+                    );
+                }
                 Poll::Ready(result)
             }
         }
     }
 }
 
+fn role_name(leader: bool) -> &'static str {
+    if leader { "leader" } else { "follower" }
+}
+
 impl<F, K: Hash + Eq + Clone, T: Clone> fmt::Debug for ResponseFuture<F, K, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &self.kind {
-            Kind::Direct { .. } => "direct",
-            Kind::Shared { waiter, .. } if waiter.is_leader() => "leader",
-            Kind::Shared { .. } => "follower",
+        let kind = match self.keyed.waiter() {
+            None => "direct",
+            Some(w) if w.is_leader() => "leader",
+            Some(_) => "follower",
         };
         f.debug_struct("ResponseFuture")
             .field("kind", &kind)

@@ -1,6 +1,7 @@
+//! The [`CoalesceLayer`].
+
 use std::fmt;
 use std::hash::Hash;
-use std::marker::PhantomData;
 
 use tower_layer::Layer;
 
@@ -32,12 +33,7 @@ impl<S, F: Clone, K, T> Layer<S> for CoalesceLayer<F, K, T> {
     type Service = Coalesce<S, F, K, T>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Coalesce {
-            inner,
-            key: self.key.clone(),
-            coalescer: self.coalescer.clone(),
-            _types: PhantomData,
-        }
+        Coalesce::with_coalescer(inner, self.key.clone(), self.coalescer.clone())
     }
 }
 

@@ -98,7 +98,7 @@ impl<B> Collected<B> {
     }
 
     /// Whether a cache should keep it: complete and successful (2xx).
-    /// For [`StoreBuilder::store_if`](crate::cache::StoreBuilder::store_if).
+    /// For a store's `store_if` (see [`StoreBuilder`](crate::cache::StoreBuilder)).
     pub fn is_cacheable(&self) -> bool {
         self.is_complete() && self.status().is_success()
     }

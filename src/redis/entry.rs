@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use crate::cache::policy::Age;
+
 /// A value that can live in Redis: how it is written and read back.
 ///
 /// Implemented for `String`, `Vec<u8>`, [`bytes::Bytes`] and (feature
@@ -181,15 +183,27 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// How long an entry that Redis reports `pttl` milliseconds of life for is
-/// still fresh: `None` past its freshness (in its stale window); a key
-/// without an expiry (`-1`, written by someone else) is fresh for good.
-pub(super) fn fresh_for(pttl: i64, stale: Duration) -> Option<Duration> {
-    if pttl == -1 {
-        return Some(Duration::MAX);
+/// Where an entry that Redis reports `pttl` milliseconds of life for is in
+/// its life, written with a stale window of `stale`: fresh until only the
+/// stale window is left. A key without an expiry (`-1`, written by someone
+/// else) is fresh for good; one gone since it was read (`-2`) has expired.
+pub(super) fn age(pttl: i64, stale: Duration) -> Age {
+    match pttl {
+        -1 => {
+            return Age::Fresh {
+                left: Duration::MAX,
+            };
+        }
+        ..=-2 => return Age::Expired { ago: stale },
+        _ => {}
     }
-    let left = Duration::from_millis(u64::try_from(pttl).ok()?);
-    left.checked_sub(stale).filter(|d| !d.is_zero())
+    let left = Duration::from_millis(pttl.unsigned_abs());
+    match left.checked_sub(stale) {
+        Some(fresh) if !fresh.is_zero() => Age::Fresh { left: fresh },
+        _ => Age::Expired {
+            ago: stale.saturating_sub(left),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -262,11 +276,17 @@ mod tests {
     #[test]
     fn freshness_is_the_ttl_left_minus_the_stale_window() {
         let stale = Duration::from_secs(2);
-        assert_eq!(fresh_for(5000, stale), Some(Duration::from_secs(3)));
-        assert_eq!(fresh_for(2000, stale), None);
-        assert_eq!(fresh_for(1500, stale), None);
-        assert_eq!(fresh_for(-2, stale), None); // gone meanwhile
-        assert_eq!(fresh_for(-1, stale), Some(Duration::MAX));
-        assert_eq!(fresh_for(1, Duration::ZERO), Some(Duration::from_millis(1)));
+        let ms = Duration::from_millis;
+        assert_eq!(age(5000, stale), Age::Fresh { left: ms(3000) });
+        assert_eq!(age(2000, stale), Age::Expired { ago: ms(0) });
+        assert_eq!(age(1500, stale), Age::Expired { ago: ms(500) });
+        assert_eq!(age(-2, stale), Age::Expired { ago: stale }); // gone meanwhile
+        assert_eq!(
+            age(-1, stale),
+            Age::Fresh {
+                left: Duration::MAX
+            }
+        );
+        assert_eq!(age(1, Duration::ZERO), Age::Fresh { left: ms(1) });
     }
 }

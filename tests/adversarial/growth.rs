@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dephase::Outcome;
 use dephase::breaker::{Breaker, KeyedBreaker, State};
-use dephase::cache::{CacheLayer, Store};
+use dephase::cache::{CacheLayer, MemoryStore};
 use dephase::coalesce::CoalesceLayer;
 use tower::{Layer, Service};
 
@@ -127,7 +127,7 @@ fn a_flight_kept_alive_by_overlapping_callers_does_not_grow() {
 #[test]
 fn a_cache_load_kept_alive_by_overlapping_callers_does_not_grow() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let store = Store::builder(10).seed(1).build().unwrap();
+    let store = MemoryStore::builder(10).seed(1).build().unwrap();
     let service =
         CacheLayer::new(store.clone(), |k: &u32| Some(*k)).layer(never_finishes(calls.clone()));
     let _still_there = overlapping_callers(service, 7);

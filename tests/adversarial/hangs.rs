@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dephase::breaker::Breaker;
 use dephase::budget::TokenBucket;
-use dephase::cache::{CacheLayer, Store};
+use dephase::cache::{CacheLayer, MemoryStore};
 use dephase::coalesce::Coalesce;
 use dephase::http::{ReplayBody, ReplayableBody};
 use dephase::pace::{PaceLayer, Pacer};
@@ -174,7 +174,7 @@ async fn random_drop_points_on_threads_leave_nothing_behind() {
     });
     let coalesce: Coalesce<_, _, u64, u64> = Coalesce::new(origin, |r: &Req| Some(r.key));
     let coalescer = coalesce.coalescer().clone();
-    let store = Store::builder(64)
+    let store = MemoryStore::builder(64)
         .ttl(Duration::from_millis(2))
         .stale_while_revalidate(Duration::from_millis(2))
         .seed(3)

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dephase::BoxError;
-use dephase::cache::{CacheLayer, Store, TtlJitter};
+use dephase::cache::{CacheLayer, MemoryStore, TtlJitter};
 use proptest::prelude::*;
 use tower::{Layer, Service, ServiceExt};
 
@@ -73,7 +73,7 @@ where
 #[tokio::test(start_paused = true)]
 async fn an_invalidation_fences_the_load_in_flight() {
     let origin = Origin::new(100 * MS);
-    let store = Store::builder(100)
+    let store = MemoryStore::builder(100)
         .ttl(Duration::from_secs(60))
         .ttl_jitter(TtlJitter::None)
         .early_refresh(false)
@@ -127,7 +127,7 @@ async fn an_invalidation_fences_the_load_in_flight() {
 async fn a_failure_never_replaces_a_servable_value() {
     let origin = Origin::new(10 * MS);
     let builder = || {
-        Store::builder(100)
+        MemoryStore::builder(100)
             .ttl(Duration::from_secs(1))
             .ttl_jitter(TtlJitter::None)
             .negative_ttl(Duration::from_secs(30))
@@ -237,7 +237,7 @@ fn stamping(
 async fn interleaving(steps: Vec<(u8, u64)>) {
     let started = tokio::time::Instant::now();
     let origin = stamping(started);
-    let store = Store::builder(10)
+    let store = MemoryStore::builder(10)
         .ttl(Duration::from_millis(50))
         .stale_while_revalidate(Duration::from_millis(30))
         .seed(3)

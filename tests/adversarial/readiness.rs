@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dephase::BoxError;
 use dephase::breaker::{Breaker, CircuitBreakerLayer, KeyedBreaker, KeyedCircuitBreakerLayer};
-use dephase::cache::{CacheLayer, Store, TtlJitter};
+use dephase::cache::{CacheLayer, MemoryStore, TtlJitter};
 use dephase::coalesce::CoalesceLayer;
 use dephase::http::{FanoutLayer, IdempotentRequests, ReplayLayer, RequestKey};
 use dephase::pace::{PaceLayer, Pacer};
@@ -249,7 +249,7 @@ async fn coalesce_leads_and_follows_over_reserving_services() {
 #[tokio::test(start_paused = true)]
 async fn cache_loads_and_refreshes_over_reserving_services() {
     let origin = Origin::new(false);
-    let store = Store::builder(100)
+    let store = MemoryStore::builder(100)
         .ttl(Duration::from_millis(20))
         .ttl_jitter(TtlJitter::None)
         .stale_while_revalidate(Duration::from_secs(1))
@@ -313,7 +313,7 @@ async fn fanout_makes_its_own_calls_over_reserving_services() {
         );
         assert_eq!(herd(&svc, ["/a", "/big", "/big", "/a"].map(get)).await, 4);
     });
-    let store = Store::builder(100).seed(5).build().unwrap();
+    let store = MemoryStore::builder(100).seed(5).build().unwrap();
     let cache = FanoutLayer::new(16, CacheLayer::new(store, RequestKey::new().into_fn()));
     over_reserving_services!(cache.clone(), http_origin(), |svc| async {
         let answers = one_by_one(svc.clone(), ["/a", "/big", "/a"].map(get)).await;

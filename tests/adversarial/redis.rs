@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dephase::BoxError;
-use dephase::redis::{RedisCacheLayer, RedisStore};
+use dephase::cache::CacheLayer;
+use dephase::redis::RedisStore;
 use server::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -166,7 +167,7 @@ impl Origin {
     }
 }
 
-fn store(url: &str) -> dephase::redis::RedisStoreBuilder<String, String> {
+fn store(url: &str) -> dephase::cache::StoreBuilder<dephase::redis::Redis<String, String>> {
     RedisStore::builder(url)
         .prefix("adv:")
         .ttl(Duration::from_secs(60))
@@ -181,7 +182,7 @@ fn cached(
     origin: &Origin,
 ) -> impl Service<String, Response = String, Error = BoxError, Future: Send> + Clone + Send + 'static
 {
-    RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(origin.service())
+    CacheLayer::new(store.clone(), |k: &String| Some(k.clone())).layer(origin.service())
 }
 
 /// Waits (real time, at most 10 s) until `done` holds.
@@ -254,7 +255,9 @@ async fn a_caller_dropped_before_the_lease_reply_leaves_no_lease() {
     assert_eq!(other.stats().waited, 0);
 }
 
-fn store_direct(server: &RedisServer) -> dephase::redis::RedisStoreBuilder<String, String> {
+fn store_direct(
+    server: &RedisServer,
+) -> dephase::cache::StoreBuilder<dephase::redis::Redis<String, String>> {
     store(&server.url()).lease_wait(Duration::from_secs(30))
 }
 
@@ -304,7 +307,7 @@ async fn the_redis_cache_sends_the_instance_it_readied() {
     let Some(server) = server() else { return };
     let origin = Origin::new(true);
     let store = store_direct(&server).build().unwrap();
-    let layer = RedisCacheLayer::new(store.clone(), |k: &String| Some(k.clone()));
+    let layer = CacheLayer::new(store.clone(), |k: &String| Some(k.clone()));
     let check = |mut svc: tower::util::BoxCloneService<String, String, BoxError>| async move {
         for i in 0..6 {
             let key = format!("r{}", i % 3);

@@ -1,22 +1,4 @@
-//! The in-flight table: one flight per key, shared by every caller of that key.
-//!
-//! A flight holds the one call made for its key. Exactly one waiter, the
-//! *driver*, polls that call (with its own waker); the others register their
-//! wakers and are woken once, when the result is there — nobody spins. When
-//! the driver goes away, it hands the driving to another waiter; when the
-//! last waiter goes away, the call is dropped (cancelled) and the key freed.
-//! A panic in the call becomes an error for every waiter and frees the key.
-//! The table is sharded by key so that unrelated keys do not contend.
-//!
-//! Waiters live in a slab whose slots are reused: a flight that never ends
-//! while callers keep coming and going holds one slot per caller *still
-//! there*, and handing the driving over takes the first registered waiter
-//! from a list, in constant time.
-//!
-//! A flight can be **fenced** ([`Table::fence`]): it leaves the table (the
-//! next caller starts a new flight) and its call is told, through its
-//! [`Fence`], not to store what it loads — an invalidation wins over every
-//! load that started before it.
+//! The table of flights and a caller's place in one.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,8 +8,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 
-use super::error::{Panicked, Shared};
 use crate::BoxError;
+use crate::coalesce::error::{Panicked, SharedError};
 
 /// The call a flight makes, boxed: it is stored in the shared flight and
 /// polled by whichever waiter drives, so its type is erased.
@@ -439,13 +421,13 @@ impl<K: Hash + Eq + Clone, T: Clone> Waiter<K, T> {
 
 /// One waiter's copy of the landing. A panic reaches every waiter as a
 /// [`Panicked`] of its own (so that `downcast_ref::<Panicked>()` finds
-/// it); any other error as a [`Shared`] around the one error.
+/// it); any other error as a [`SharedError`] around the one error.
 fn deliver<T: Clone>(landing: &Landing<T>) -> Result<T, BoxError> {
     match landing {
         Ok(value) => Ok(value.clone()),
         Err(error) => match error.downcast_ref::<Panicked>() {
             Some(panicked) => Err(Box::new(panicked.clone())),
-            None => Err(Box::new(Shared::new(Arc::clone(error)))),
+            None => Err(Box::new(SharedError::new(Arc::clone(error)))),
         },
     }
 }

@@ -1,0 +1,348 @@
+//! The in-process store: a bounded moka cache of entries, and the table of
+//! loads in flight.
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower_service::Service;
+use tracing::Span;
+
+use super::builder::{Memory, StoreBuilder};
+use super::policy::{Age, Freshness, Verdict};
+use super::store::{Draws, Looked, Served, Store, StoreFor, sealed};
+use crate::BoxError;
+use crate::coalesce::error::SharedError;
+use crate::flight::{Call, Fence, Joined, Table};
+use crate::rng::RngSource;
+use crate::telemetry::{self, CACHE_TTL_OFFSET_MS};
+
+/// One cached value with what XFetch needs: how long it took to compute.
+#[derive(Debug, Clone)]
+struct Entry<T> {
+    /// The value, or (with a negative TTL) the error, shared.
+    value: Result<T, Arc<BoxError>>,
+    /// Δ: how long the computation took.
+    delta: Duration,
+    expires: Instant,
+}
+
+impl<T> Entry<T> {
+    fn age(&self, now: Instant) -> Age {
+        match self.expires.checked_duration_since(now) {
+            Some(left) if !left.is_zero() => Age::Fresh { left },
+            _ => Age::Expired {
+                ago: now.saturating_duration_since(self.expires),
+            },
+        }
+    }
+}
+
+/// The in-process store: bounded entries plus the table of loads in
+/// flight. Clones share both.
+///
+/// ```
+/// use std::time::Duration;
+/// use dephase::cache::MemoryStore;
+///
+/// let store = MemoryStore::<u32, String>::builder(10_000)
+///     .ttl(Duration::from_secs(60))
+///     .build()?;
+/// assert!(store.is_empty());
+/// # Ok::<(), dephase::ConfigError>(())
+/// ```
+pub struct MemoryStore<K, T> {
+    shared: Arc<Shared<K, T>>,
+}
+
+struct Shared<K, T> {
+    // Entries by value: a hit clones the value anyway, and an `Arc` around
+    // each entry would cost two atomic operations per hit.
+    entries: moka::sync::Cache<K, Entry<T>>,
+    loads: Arc<Table<K, (T, Served)>>,
+    freshness: Freshness,
+    keep: fn(&T) -> bool,
+    rng: RngSource,
+}
+
+impl<K, T> MemoryStore<K, T>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    /// A builder for a store of at most `max_capacity` entries.
+    pub fn builder(max_capacity: u64) -> StoreBuilder<Memory<K, T>> {
+        StoreBuilder::new(Memory::new(max_capacity))
+    }
+
+    pub(super) fn from_parts(
+        max_capacity: u64,
+        freshness: Freshness,
+        keep: fn(&T) -> bool,
+        rng: RngSource,
+    ) -> Self {
+        // No moka expiry policy: freshness is judged on tokio's clock at
+        // every lookup, a stale entry is replaced by its next load, and the
+        // capacity bounds memory. (A per-entry moka expiry roughly doubles
+        // the cost of a hit.)
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(max_capacity)
+            .build();
+        MemoryStore {
+            shared: Arc::new(Shared {
+                entries,
+                loads: Table::new(),
+                freshness,
+                keep,
+                rng,
+            }),
+        }
+    }
+
+    /// Entries currently held (moka's count, updated lazily).
+    pub fn len(&self) -> u64 {
+        self.shared.entries.run_pending_tasks();
+        self.shared.entries.entry_count()
+    }
+
+    /// Whether the store holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Loads (and refreshes) in flight.
+    pub fn loads_in_flight(&self) -> usize {
+        self.shared.loads.len()
+    }
+
+    /// Removes `key`'s entry; the next request for it loads it.
+    ///
+    /// The invalidation wins over every load of `key` that started before
+    /// it: such a load still answers the callers that were waiting for it,
+    /// but does not store its value, and a request that comes after the
+    /// invalidation starts a load of its own instead of joining it.
+    pub fn invalidate(&self, key: &K) {
+        // Fence first, then remove: a load that stored before the fence is
+        // removed here; one that would store after it does not.
+        self.shared.loads.fence(key);
+        self.shared.entries.invalidate(key);
+    }
+
+    /// The call for a load of `key`: awaits `future`, measures `Δ`, and
+    /// stores the value (or, with a negative TTL, the error) unless `fence`
+    /// says that the key was invalidated meanwhile. `fraction` (a uniform
+    /// fraction of 2⁶⁴) draws the new entry's TTL jitter.
+    fn load_call<F, E>(
+        &self,
+        key: K,
+        future: F,
+        fraction: u64,
+        fence: Fence<K, (T, Served)>,
+    ) -> Call<(T, Served)>
+    where
+        F: std::future::Future<Output = Result<T, E>> + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = future.await;
+            let now = Instant::now();
+            let (freshness, delta) = (&shared.freshness, now - started);
+            match result {
+                Ok(value) if !(shared.keep)(&value) => Ok((value, Served::new("miss"))),
+                Ok(value) => {
+                    let offset = freshness.jitter.offset(&key, fraction);
+                    Span::current().record(CACHE_TTL_OFFSET_MS, telemetry::millis(offset));
+                    telemetry::count::cache_ttl_offset(offset);
+                    let life = freshness.ttl + offset;
+                    fence.store_unless_fenced(|| {
+                        shared.store(key, Ok(value.clone()), now, delta, life);
+                    });
+                    Ok((value, Served::new("miss")))
+                }
+                Err(error) => {
+                    let error = Arc::new(error.into());
+                    if let Some(ttl) = freshness.negative_ttl {
+                        fence.store_unless_fenced(|| {
+                            // A failure never replaces a value that is still
+                            // servable (fresh, or within a stale window).
+                            let servable = shared.entries.get(&key).is_some_and(|old| {
+                                old.value.is_ok() && now < old.expires + freshness.stale_window()
+                            });
+                            if !servable {
+                                shared.store(key, Err(Arc::clone(&error)), now, delta, ttl);
+                            }
+                        });
+                    }
+                    Err(error)
+                }
+            }
+        })
+    }
+
+    /// Starts a load of `key` that nobody waits for, unless one is already
+    /// in flight (or there is no runtime to run it on). `true` if started.
+    fn refresh_in_background<S, Req>(
+        &self,
+        key: K,
+        service: &mut S,
+        request: Req,
+        draws: &mut Draws,
+    ) -> bool
+    where
+        S: Service<Req, Response = T>,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+    {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        let Some(starter) = self.shared.loads.lead(key.clone()) else {
+            return false; // a load of this key is already running
+        };
+        let call = self.load_call(
+            key,
+            service.call(request),
+            draws.fraction(),
+            starter.fence(),
+        );
+        let mut waiter = starter.start(call);
+        runtime.spawn(async move {
+            let _ = std::future::poll_fn(|cx| waiter.poll(cx)).await;
+        });
+        true
+    }
+}
+
+impl<K, T> Shared<K, T>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    /// Puts a freshly loaded value (or error) in the store, living `life`.
+    fn store(
+        &self,
+        key: K,
+        value: Result<T, Arc<BoxError>>,
+        now: Instant,
+        delta: Duration,
+        life: Duration,
+    ) {
+        let entry = Entry {
+            value,
+            delta,
+            expires: now + life,
+        };
+        self.entries.insert(key, entry);
+    }
+}
+
+impl<K, T> sealed::Sealed for MemoryStore<K, T> {}
+
+impl<K, T> Store for MemoryStore<K, T>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+{
+    type Key = K;
+    type Value = T;
+
+    fn draws(&self) -> Draws {
+        Draws(self.shared.rng.stream().independent())
+    }
+}
+
+impl<K, T, S, Req> StoreFor<S, Req> for MemoryStore<K, T>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    S: Service<Req, Response = T>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    fn lookup(&self, key: K, service: &mut S, request: Req, draws: &mut Draws) -> Looked<K, T> {
+        let shared = &self.shared;
+        let mut stale = None;
+        if let Some(entry) = shared.entries.get(&key) {
+            let answer = || {
+                entry
+                    .value
+                    .clone()
+                    .map_err(|e| -> BoxError { Box::new(SharedError::new(e)) })
+            };
+            let age = entry.age(Instant::now());
+            let refreshing = || shared.loads.contains(&key);
+            let verdict = match &entry.value {
+                Ok(_) => {
+                    let refreshing = matches!(age, Age::Expired { .. }) && refreshing();
+                    shared
+                        .freshness
+                        .judge(age, entry.delta, refreshing, || draws.fraction())
+                }
+                // A cached error is served while fresh, never refreshed
+                // early, and never served stale.
+                Err(_) => match age {
+                    Age::Fresh { left } => Verdict::Hit {
+                        expires_in: left,
+                        refresh: false,
+                    },
+                    Age::Expired { .. } => Verdict::Load { or_stale: false },
+                },
+            };
+            match verdict {
+                Verdict::Hit {
+                    expires_in,
+                    refresh,
+                } => {
+                    let result =
+                        if refresh && self.refresh_in_background(key, service, request, draws) {
+                            "early_refresh"
+                        } else {
+                            "hit"
+                        };
+                    return Looked::now(answer(), Served::hit(result, Some(expires_in)));
+                }
+                Verdict::Stale => {
+                    self.refresh_in_background(key, service, request, draws);
+                    return Looked::now(answer(), Served::new("stale"));
+                }
+                Verdict::Load { or_stale } => {
+                    if or_stale {
+                        stale = entry.value.as_ref().ok().cloned();
+                    }
+                }
+            }
+        }
+        match shared.loads.join(key.clone()) {
+            Joined::Follower(waiter) => Looked::flight(waiter, stale),
+            Joined::Leader(starter) => {
+                let call = self.load_call(
+                    key,
+                    service.call(request),
+                    draws.fraction(),
+                    starter.fence(),
+                );
+                Looked::flight(starter.start(call), stale)
+            }
+        }
+    }
+}
+
+impl<K, T> Clone for MemoryStore<K, T> {
+    fn clone(&self) -> Self {
+        MemoryStore {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<K, T> fmt::Debug for MemoryStore<K, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("freshness", &self.shared.freshness)
+            .finish_non_exhaustive()
+    }
+}

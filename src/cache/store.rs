@@ -1,0 +1,129 @@
+//! What a [`Cache`](super::Cache) needs from a store: the answer to one
+//! request's lookup, either now (an in-process hit, answered inside `call`
+//! without a future of its own) or as a place in the key's flight (a miss,
+//! a refresh; every lookup of a Redis store). The two stores are
+//! [`MemoryStore`](super::MemoryStore) and, with the `redis` feature,
+//! `redis::RedisStore`; the traits are sealed.
+
+use std::hash::Hash;
+use std::time::Duration;
+
+use crate::BoxError;
+use crate::flight::Waiter;
+use crate::rng::Stream;
+
+/// A store a [`Cache`](super::Cache) keeps its values in. Implemented by
+/// [`MemoryStore`](super::MemoryStore) and `redis::RedisStore`; sealed.
+pub trait Store: Clone + sealed::Sealed {
+    /// The key type.
+    type Key: Hash + Eq + Clone + Send + Sync + 'static;
+    /// The value type (the inner service's response).
+    type Value: Clone + Send + Sync + 'static;
+
+    /// A random stream for one cache service.
+    #[doc(hidden)]
+    fn draws(&self) -> Draws;
+}
+
+/// A store that can look values up for requests `Req` to a service `S`
+/// (it may call `S` to load or refresh them). Sealed.
+pub trait StoreFor<S, Req>: Store {
+    /// Looks `key` up for one request; `service` was made ready for it, and
+    /// is called (now, or moved into a flight) when the value must be loaded.
+    #[doc(hidden)]
+    fn lookup(
+        &self,
+        key: Self::Key,
+        service: &mut S,
+        request: Req,
+        draws: &mut Draws,
+    ) -> Looked<Self::Key, Self::Value>;
+}
+
+pub(crate) mod sealed {
+    /// Keeps the store traits to this crate's stores.
+    pub trait Sealed {}
+}
+
+/// A random stream for one cache service (XFetch draws, TTL jitter): no
+/// shared state touched per request.
+#[derive(Debug)]
+#[doc(hidden)]
+pub struct Draws(pub(crate) Stream);
+
+impl Draws {
+    pub(crate) fn fraction(&mut self) -> u64 {
+        self.0.fraction()
+    }
+}
+
+/// How a request was served, for telemetry; shared by every caller of a flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Served {
+    /// `hit`, `miss`, `early_refresh` or `stale`.
+    pub(crate) result: &'static str,
+    /// On a hit: how long until the value expires.
+    pub(crate) expires_in: Option<Duration>,
+    /// Redis: how the fill went across replicas (see `REDIS_LEASE`).
+    pub(crate) lease: Option<&'static str>,
+    /// Redis: time spent polling for another replica's load.
+    pub(crate) waited: Duration,
+}
+
+impl Served {
+    pub(crate) const fn new(result: &'static str) -> Served {
+        Served {
+            result,
+            expires_in: None,
+            lease: None,
+            waited: Duration::ZERO,
+        }
+    }
+
+    pub(crate) const fn hit(result: &'static str, expires_in: Option<Duration>) -> Served {
+        Served {
+            expires_in,
+            ..Served::new(result)
+        }
+    }
+}
+
+/// The answer to one lookup: now, or from the key's flight.
+#[doc(hidden)]
+pub struct Looked<K: Hash + Eq + Clone, T: Clone> {
+    pub(crate) kind: LookedKind<K, T>,
+}
+
+pub(crate) enum LookedKind<K: Hash + Eq + Clone, T: Clone> {
+    /// Answered from the store.
+    Now(Result<T, BoxError>, Served),
+    /// Waits for the key's flight; `stale` is served if it fails.
+    Flight {
+        waiter: Waiter<K, (T, Served)>,
+        stale: Option<T>,
+    },
+}
+
+impl<K: Hash + Eq + Clone, T: Clone> Looked<K, T> {
+    pub(crate) fn now(answer: Result<T, BoxError>, served: Served) -> Self {
+        Looked {
+            kind: LookedKind::Now(answer, served),
+        }
+    }
+
+    pub(crate) fn flight(waiter: Waiter<K, (T, Served)>, stale: Option<T>) -> Self {
+        Looked {
+            kind: LookedKind::Flight { waiter, stale },
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, T: Clone> std::fmt::Debug for Looked<K, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.kind {
+            LookedKind::Now(_, served) => served.result,
+            LookedKind::Flight { .. } => "flight",
+        };
+        f.debug_struct("Looked").field("kind", &kind).finish()
+    }
+}
