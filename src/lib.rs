@@ -112,6 +112,7 @@ pub mod classify;
 pub mod coalesce;
 mod error;
 mod flight;
+pub mod guard;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;

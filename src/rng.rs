@@ -101,6 +101,20 @@ impl RngSource {
         seed.map_or_else(Self::entropy, Self::seeded)
     }
 
+    /// One uniform fraction of 2⁶⁴, drawn from the source itself (a
+    /// counter step and a scrambler: one atomic add, for callers that keep
+    /// no stream of their own).
+    pub(crate) fn draw(&self) -> u64 {
+        let (base, n) = match self {
+            RngSource::Entropy => (
+                process_entropy(),
+                ENTROPY_COUNTER.fetch_add(1, Ordering::Relaxed),
+            ),
+            RngSource::Seeded { seed, counter } => (*seed, counter.fetch_add(1, Ordering::Relaxed)),
+        };
+        mix64(base ^ mix64(n.wrapping_mul(GOLDEN).wrapping_add(0x5851_f42d_4c95_7f2d)))
+    }
+
     /// A new stream that shares no numbers with any other stream of this source.
     pub(crate) fn stream(&self) -> Stream {
         let (base, n) = match self {

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use dephase::backoff::{ExponentialBackoff, Jitter};
 use dephase::breaker::error::Rejected;
-use dephase::breaker::{
-    Breaker, CircuitBreakerLayer, KeyedBreaker, KeyedCircuitBreakerLayer, State,
-};
+use dephase::breaker::{Breaker, CircuitBreakerLayer, KeyedBreaker, State};
 use dephase::classify::Outcome;
 use dephase::measure::Spread;
 use tokio::time::Instant;
@@ -486,10 +484,7 @@ impl std::error::Error for Status {}
 async fn keyed_breakers_are_separate_and_bounded() {
     let hosts = KeyedBreaker::new(Breaker::builder().consecutive_failures(1), 3).unwrap();
     let mut service = ServiceBuilder::new()
-        .layer(KeyedCircuitBreakerLayer::new(
-            hosts.clone(),
-            |host: &&str| host.to_string(),
-        ))
+        .layer(hosts.layer(|host: &&str| Some(host.to_string())))
         .service(tower::service_fn(|host: &'static str| async move {
             if host == "down" { Err("down") } else { Ok(()) }
         }));

@@ -5,16 +5,12 @@ use std::fmt;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
-use std::task::{Context, Poll};
 
-use tower_layer::Layer;
-use tower_service::Service;
-
-use super::state::Config;
-use super::{Breaker, BreakerBuilder, ResponseFuture, State, call_through};
-use crate::BoxError;
-use crate::classify::{Classify, RetryErrors};
+use super::builder::BreakerBuilder;
+use super::handle::Breaker;
+use super::state::{Config, State};
 use crate::error::ConfigError;
+use crate::guard::GuardLayer;
 use crate::rng::{mix64, process_entropy};
 
 /// A set of [`Breaker`]s, one per key, made on first use from one
@@ -185,6 +181,12 @@ impl<K: Hash + Eq + Clone> KeyedBreaker<K> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// A layer that guards each request with the breaker of
+    /// `key(&request)` (`None`: not guarded).
+    pub fn layer<F>(&self, key: F) -> GuardLayer<PerKey<K, F>> {
+        GuardLayer::new(PerKey::new(self.clone(), key))
+    }
 }
 
 impl<K> Clone for KeyedBreaker<K> {
@@ -205,120 +207,45 @@ impl<K> fmt::Debug for KeyedBreaker<K> {
     }
 }
 
-/// Wraps services in [`KeyedCircuitBreaker`]s: `key` picks each request's breaker.
-pub struct KeyedCircuitBreakerLayer<K, F, C = RetryErrors> {
+/// A [`KeyedBreaker`] with the function that picks each request's key:
+/// what admits the calls of a keyed breaker's services (see
+/// [`KeyedBreaker::layer`]). A request whose key is `None` is not guarded.
+pub struct PerKey<K, F> {
     breakers: KeyedBreaker<K>,
     key: F,
-    classify: C,
 }
 
-impl<K, F> KeyedCircuitBreakerLayer<K, F> {
-    /// A layer that guards each request with the breaker of `key(&request)`.
+impl<K, F> PerKey<K, F> {
+    /// Guards each request with the breaker of `key(&request)`.
     pub fn new(breakers: KeyedBreaker<K>, key: F) -> Self {
-        KeyedCircuitBreakerLayer {
-            breakers,
-            key,
-            classify: RetryErrors,
-        }
+        PerKey { breakers, key }
     }
-}
 
-impl<K, F, C> KeyedCircuitBreakerLayer<K, F, C> {
-    /// Decides what counts as a failure.
-    pub fn classify<C2>(self, classify: C2) -> KeyedCircuitBreakerLayer<K, F, C2> {
-        KeyedCircuitBreakerLayer {
-            breakers: self.breakers,
-            key: self.key,
-            classify,
-        }
-    }
-}
-
-impl<S, K, F: Clone, C: Clone> Layer<S> for KeyedCircuitBreakerLayer<K, F, C> {
-    type Service = KeyedCircuitBreaker<S, K, F, C>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        KeyedCircuitBreaker {
-            inner,
-            breakers: self.breakers.clone(),
-            key: self.key.clone(),
-            classify: self.classify.clone(),
-        }
-    }
-}
-
-impl<K, F: Clone, C: Clone> Clone for KeyedCircuitBreakerLayer<K, F, C> {
-    fn clone(&self) -> Self {
-        KeyedCircuitBreakerLayer {
-            breakers: self.breakers.clone(),
-            key: self.key.clone(),
-            classify: self.classify.clone(),
-        }
-    }
-}
-
-impl<K, F, C> fmt::Debug for KeyedCircuitBreakerLayer<K, F, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedCircuitBreakerLayer")
-            .field("breakers", &self.breakers)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A service whose requests are each guarded by the breaker of their key.
-pub struct KeyedCircuitBreaker<S, K, F, C = RetryErrors> {
-    inner: S,
-    breakers: KeyedBreaker<K>,
-    key: F,
-    classify: C,
-}
-
-impl<S, K, F, C> KeyedCircuitBreaker<S, K, F, C> {
     /// The set of breakers.
     pub fn breakers(&self) -> &KeyedBreaker<K> {
         &self.breakers
     }
 
-    inner_accessors!();
-}
-
-impl<S, K, F, C, Req> Service<Req> for KeyedCircuitBreaker<S, K, F, C>
-where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
-    K: Hash + Eq + Clone,
-    F: Fn(&Req) -> K,
-    C: Classify<S::Response, S::Error> + Clone,
-{
-    type Response = S::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future, C>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, request: Req) -> Self::Future {
-        let breaker = self.breakers.get(&(self.key)(&request));
-        call_through(&breaker, &mut self.inner, &self.classify, request)
+    pub(super) fn key<Req>(&self, request: &Req) -> Option<K>
+    where
+        F: Fn(&Req) -> Option<K>,
+    {
+        (self.key)(request)
     }
 }
 
-impl<S: Clone, K, F: Clone, C: Clone> Clone for KeyedCircuitBreaker<S, K, F, C> {
+impl<K, F: Clone> Clone for PerKey<K, F> {
     fn clone(&self) -> Self {
-        KeyedCircuitBreaker {
-            inner: self.inner.clone(),
+        PerKey {
             breakers: self.breakers.clone(),
             key: self.key.clone(),
-            classify: self.classify.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, K, F, C> fmt::Debug for KeyedCircuitBreaker<S, K, F, C> {
+impl<K, F> fmt::Debug for PerKey<K, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedCircuitBreaker")
-            .field("inner", &self.inner)
+        f.debug_struct("PerKey")
             .field("breakers", &self.breakers)
             .finish_non_exhaustive()
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dephase::BoxError;
-use dephase::breaker::{Breaker, CircuitBreakerLayer, KeyedBreaker, KeyedCircuitBreakerLayer};
+use dephase::breaker::{Breaker, CircuitBreakerLayer, KeyedBreaker};
 use dephase::cache::{CacheLayer, MemoryStore, TtlJitter};
 use dephase::coalesce::CoalesceLayer;
 use dephase::http::{FanoutLayer, IdempotentRequests, ReplayLayer, RequestKey};
@@ -215,7 +215,7 @@ async fn guards_call_the_readied_instance_at_once() {
     );
     let keyed = KeyedBreaker::new(Breaker::builder(), 16).unwrap();
     over_reserving_services!(
-        KeyedCircuitBreakerLayer::new(keyed.clone(), |n: &u32| n % 4),
+        keyed.layer(|n: &u32| Some(n % 4)),
         origin.service(),
         |svc| async {
             assert_eq!(one_by_one(svc.clone(), 0..3).await.len(), 3);

@@ -1,0 +1,195 @@
+//! [`BreakerBuilder`]: a breaker's settings, checked when it is built.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::handle::Breaker;
+use super::state::{Config, Core, MAX_PROBES, PER_MILLION, Trip};
+use crate::backoff::{ExponentialBackoff, Jitter};
+use crate::error::{ConfigError, check_f64};
+
+/// Builds a [`Breaker`]; [`build`](Self::build) checks every field.
+#[derive(Debug, Clone)]
+pub struct BreakerBuilder {
+    failure_rate: f64,
+    minimum_calls: u32,
+    window: Duration,
+    buckets: u32,
+    consecutive: Option<u32>,
+    slow_call: Option<Duration>,
+    open_time: Option<ExponentialBackoff>,
+    probes: u32,
+}
+
+impl Default for BreakerBuilder {
+    fn default() -> Self {
+        BreakerBuilder {
+            failure_rate: 0.5,
+            minimum_calls: 20,
+            window: Duration::from_secs(10),
+            buckets: 10,
+            consecutive: None,
+            slow_call: None,
+            open_time: None,
+            probes: 3,
+        }
+    }
+}
+
+impl BreakerBuilder {
+    /// Trip when failures are at least this share of the calls in the
+    /// window: in `(0, 1]`, kept to a millionth and compared exactly (7
+    /// failures in 100 calls are at least 0.07). (Turns off
+    /// [`consecutive_failures`](Self::consecutive_failures).)
+    pub fn failure_rate(mut self, threshold: f64) -> Self {
+        self.failure_rate = threshold;
+        self.consecutive = None;
+        self
+    }
+
+    /// No trip on the failure rate before the window holds this many calls (at least 1).
+    pub fn minimum_calls(mut self, calls: u32) -> Self {
+        self.minimum_calls = calls;
+        self
+    }
+
+    /// How far back the failure rate looks.
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// How many buckets the window is kept in (1 to 10 000): an outcome
+    /// counts for between `window − window/buckets` and `window`.
+    pub fn buckets(mut self, buckets: u32) -> Self {
+        self.buckets = buckets;
+        self
+    }
+
+    /// Trip on `n` failures in a row instead of a failure rate.
+    pub fn consecutive_failures(mut self, n: u32) -> Self {
+        self.consecutive = Some(n);
+        self
+    }
+
+    /// Count a call that takes longer than `limit` as a failure.
+    pub fn slow_call(mut self, limit: Duration) -> Self {
+        self.slow_call = Some(limit);
+        self
+    }
+
+    /// How long to stay open: the `n`-th opening in a row waits the `n`-th
+    /// delay of this backoff (jittered; capped); closing starts it over.
+    /// Default: base 5 s, multiplier 2, cap 60 s, [`Jitter::Equal`].
+    pub fn open_time(mut self, backoff: ExponentialBackoff) -> Self {
+        self.open_time = Some(backoff);
+        self
+    }
+
+    /// How many probe calls the half-open state admits, and how many must
+    /// succeed to close: 1 to 1023.
+    pub fn half_open_probes(mut self, probes: u32) -> Self {
+        self.probes = probes;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the field: a failure rate outside `(0, 1]`
+    /// (`breaker.failure_rate`), zero minimum calls (`breaker.minimum_calls`),
+    /// a zero window (`breaker.window`), buckets outside 1–10 000 or narrower
+    /// than a millisecond (`breaker.buckets`), zero consecutive failures
+    /// (`breaker.consecutive_failures`), a zero slow-call limit
+    /// (`breaker.slow_call`), or probes outside 1–1023
+    /// (`breaker.half_open_probes`).
+    pub fn build(self) -> Result<Breaker, ConfigError> {
+        Ok(Breaker {
+            core: Arc::new(Core::new(self.config()?)),
+        })
+    }
+
+    pub(super) fn config(&self) -> Result<Config, ConfigError> {
+        let trip = match self.consecutive {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "breaker.consecutive_failures",
+                    "must be at least 1",
+                ));
+            }
+            Some(n) => Trip::Consecutive(n),
+            None => {
+                let threshold = check_f64("breaker.failure_rate", self.failure_rate, 0.0, 1.0)?;
+                // Kept to a millionth, compared in integers.
+                let threshold = (threshold * PER_MILLION as f64).round() as u64;
+                if threshold == 0 {
+                    return Err(ConfigError::new(
+                        "breaker.failure_rate",
+                        "must be at least a millionth (0 would trip on any call)",
+                    ));
+                }
+                if self.minimum_calls == 0 {
+                    return Err(ConfigError::new(
+                        "breaker.minimum_calls",
+                        "must be at least 1",
+                    ));
+                }
+                if self.window.is_zero() {
+                    return Err(ConfigError::new(
+                        "breaker.window",
+                        "must be greater than zero",
+                    ));
+                }
+                if self.buckets == 0 || self.buckets > 10_000 {
+                    return Err(ConfigError::new(
+                        "breaker.buckets",
+                        format!("must be between 1 and 10000 (got {})", self.buckets),
+                    ));
+                }
+                if self.window / self.buckets < Duration::from_millis(1) {
+                    return Err(ConfigError::new(
+                        "breaker.buckets",
+                        format!(
+                            "{} buckets over {:?} are narrower than 1 ms",
+                            self.buckets, self.window
+                        ),
+                    ));
+                }
+                Trip::FailureRate {
+                    threshold,
+                    minimum_calls: self.minimum_calls,
+                    window: self.window,
+                    buckets: self.buckets,
+                }
+            }
+        };
+        if self.slow_call.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new(
+                "breaker.slow_call",
+                "must be greater than zero",
+            ));
+        }
+        if self.probes == 0 || self.probes > MAX_PROBES {
+            return Err(ConfigError::new(
+                "breaker.half_open_probes",
+                format!("must be between 1 and {MAX_PROBES} (got {})", self.probes),
+            ));
+        }
+        let open_time = match &self.open_time {
+            Some(backoff) => backoff.clone(),
+            None => ExponentialBackoff::builder()
+                .base(Duration::from_secs(5))
+                .multiplier(2.0)
+                .cap(Duration::from_secs(60))
+                .jitter(Jitter::Equal)
+                .build()?,
+        };
+        Ok(Config {
+            trip,
+            slow_call: self.slow_call,
+            open_time,
+            probes: self.probes,
+        })
+    }
+}
