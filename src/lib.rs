@@ -116,6 +116,7 @@ pub mod guard;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
+mod later;
 pub mod measure;
 pub mod offset;
 pub mod pace;

@@ -10,17 +10,15 @@
 //!   which say "never"), 408, 429 and connection-level failures are
 //!   retryable and count against a breaker; other 4xx are the caller's
 //!   business. `Retry-After` (seconds or an HTTP-date) becomes the retry
-//!   layer's server hint — reqwest-retry ignores it (reqwest-middleware#146);
-//!   here a bad value is ignored and a large one clamped to the cap
-//!   ([`parse_retry_after`]).
+//!   layer's server hint; a bad value is ignored and a large one clamped
+//!   to the cap ([`parse_retry_after`]).
 //! - **What may be sent again** ([`IdempotentRequests`]): idempotent
 //!   methods, or a POST/PATCH with an `Idempotency-Key`, or any method when
 //!   you opt in.
 //! - **Bodies** ([`ReplayBody`], [`ReplayLayer`]): a body that is cheap to
 //!   clone is cloned; a streaming body is recorded as it is sent, up to a
 //!   cap, and replayed by the retry — past the cap the request is simply not
-//!   retried. Elsewhere in the tower world only linkerd2-proxy replays
-//!   streaming bodies, inside its proxy.
+//!   retried.
 //! - **Sharing responses** ([`RequestKey`], [`FanoutLayer`]): coalesced and
 //!   cached responses must be copied to many callers, so their bodies are
 //!   collected into `Bytes` up to a limit; over the limit, each caller
@@ -75,21 +73,17 @@
 //! # Ok(()) }
 //! ```
 
+mod chunk;
 mod classify;
 pub mod error;
 mod fanout;
 pub mod future;
 mod key;
-mod layer;
 mod replay;
 
 pub use self::classify::{HttpClassifier, HttpError, classify_error, parse_retry_after};
-pub use self::fanout::{Collect, Collected, Fanout, FanoutBody};
+pub use self::fanout::{Collect, Collected, Fanout, FanoutBody, FanoutLayer};
 pub use self::key::{HttpKey, RequestKey};
-pub use self::layer::{FanoutLayer, ReplayLayer};
-/// A body chunk as `Bytes` (free when it already is `Bytes`).
-fn into_bytes<D: bytes::Buf>(mut data: D) -> bytes::Bytes {
-    data.copy_to_bytes(data.remaining())
-}
-
-pub use self::replay::{IDEMPOTENCY_KEY, IdempotentRequests, Replay, ReplayBody, ReplayableBody};
+pub use self::replay::{
+    IDEMPOTENCY_KEY, IdempotentRequests, Replay, ReplayBody, ReplayLayer, ReplayableBody,
+};

@@ -1,4 +1,5 @@
-//! How a paced call waits for its turn: the [`ResponseFuture`].
+//! The paced call's [`ResponseFuture`]: the [`later`](crate::later)
+//! engine's wait-ready-send, or the overload error.
 
 use std::fmt;
 use std::future::Future;
@@ -6,12 +7,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use super::Turn;
 use super::error::Overloaded;
+use super::pacer::Turn;
 use crate::BoxError;
+use crate::later::SendLater;
 
 pin_project! {
     /// The future returned by [`Pace`](super::Pace).
@@ -20,47 +21,31 @@ pin_project! {
         S: Service<Req>,
     {
         #[pin]
-        state: State<S::Future>,
-        // Until the turn comes: the service and the request it will take.
-        waiting: Option<(S, Req)>,
-        turn: Option<Turn>,
+        kind: Kind<S, Req>,
     }
 }
 
 pin_project! {
-    #[project = StateProj]
-    enum State<F> {
-        Waiting { #[pin] sleep: Sleep },
-        Ready,
-        Called { #[pin] future: F },
+    #[project = KindProj]
+    enum Kind<S, Req>
+    where
+        S: Service<Req>,
+    {
+        Later { #[pin] later: SendLater<S, Req, Turn> },
         Overloaded { error: Option<Overloaded> },
     }
 }
 
 impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
-    pub(super) fn called(future: S::Future) -> Self {
+    pub(super) fn later(later: SendLater<S, Req, Turn>) -> Self {
         ResponseFuture {
-            state: State::Called { future },
-            waiting: None,
-            turn: None,
-        }
-    }
-
-    pub(super) fn waiting(at: Instant, turn: Turn, service: S, request: Req) -> Self {
-        ResponseFuture {
-            state: State::Waiting {
-                sleep: tokio::time::sleep_until(at),
-            },
-            waiting: Some((service, request)),
-            turn: Some(turn),
+            kind: Kind::Later { later },
         }
     }
 
     pub(super) fn overloaded(error: Overloaded) -> Self {
         ResponseFuture {
-            state: State::Overloaded { error: Some(error) },
-            waiting: None,
-            turn: None,
+            kind: Kind::Overloaded { error: Some(error) },
         }
     }
 }
@@ -73,53 +58,24 @@ where
     type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Waiting { sleep } => {
-                    ready!(sleep.poll(cx));
-                    this.state.set(State::Ready);
-                }
-                StateProj::Ready => {
-                    let (service, _) = this
-                        .waiting
-                        .as_mut()
-                        .expect("a waiting call holds its service and request");
-                    // If the caller goes away while the service is not ready,
-                    // dropping the unspent turn gives it back.
-                    ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                    let (mut service, request) = this.waiting.take().expect("checked above");
-                    if let Some(turn) = this.turn.take() {
-                        turn.spend();
-                    }
-                    this.state.set(State::Called {
-                        future: service.call(request),
-                    });
-                }
-                StateProj::Called { future } => {
-                    return Poll::Ready(ready!(future.poll(cx)).map_err(Into::into));
-                }
-                StateProj::Overloaded { error } => {
-                    let error = error
-                        .take()
-                        .expect("an overloaded future is polled after it completed");
-                    return Poll::Ready(Err(error.into()));
-                }
-            }
+        match self.project().kind.project() {
+            KindProj::Later { later } => Poll::Ready(ready!(later.poll(cx)).map_err(Into::into)),
+            KindProj::Overloaded { error } => Poll::Ready(Err(error
+                .take()
+                .expect("an overloaded future is polled after it completed")
+                .into())),
         }
     }
 }
 
 impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Waiting { .. } => "waiting",
-            State::Ready => "ready",
-            State::Called { .. } => "called",
-            State::Overloaded { .. } => "overloaded",
+        let kind = match &self.kind {
+            Kind::Later { later } => later as &dyn fmt::Debug,
+            Kind::Overloaded { error } => error as &dyn fmt::Debug,
         };
         f.debug_struct("ResponseFuture")
-            .field("state", &state)
+            .field("kind", kind)
             .finish_non_exhaustive()
     }
 }

@@ -1,3 +1,5 @@
+//! The [`PaceLayer`].
+
 use tower_layer::Layer;
 
 use super::{Pace, Pacer};

@@ -2,12 +2,10 @@
 //!
 //! # Why
 //!
-//! tower's `retry` gives you the mechanism and leaves the policy to you: the
-//! backoff it ships draws the same jitter for every request
-//! (`ExponentialBackoffMaker` clones its RNG), its `TpsBudget` rounds a 60%
-//! budget up to 100% (tower#857), and wiring a budget, a backoff and a
-//! classifier into a `Policy` is left to each user. Here one
-//! [`RetryPolicy`] holds all of it:
+//! A retry layer needs a classifier, a backoff that each request draws on
+//! its own (so that retries do not fire together), a budget shared by
+//! every client of a dependency, and a deadline. Here one [`RetryPolicy`]
+//! holds all of it, and decides:
 //!
 //! 1. **classify** the result with a [`Classify`]
 //!    (the same classifier a breaker uses); only
@@ -75,97 +73,8 @@
 pub mod future;
 mod layer;
 mod policy;
+mod service;
 
-use std::fmt;
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
-use tower_service::Service;
-
-pub use self::future::ResponseFuture;
 pub use self::layer::RetryLayer;
 pub use self::policy::{CloneRequest, CloneRequests, RetryPolicy, RetryPolicyBuilder};
-use crate::budget::{NoBudget, RetryBudget};
-use crate::classify::{Classify, RetryErrors};
-
-/// Retries failed requests with a jittered backoff, a shared budget and a deadline.
-///
-/// See the [module documentation](self) for what it does and in which order.
-/// Clones share the policy (and so the budget and the random source).
-pub struct Retry<S, C = RetryErrors, K = CloneRequests, B = NoBudget> {
-    inner: S,
-    policy: Arc<RetryPolicy<C, K, B>>,
-}
-
-impl<S, C, K, B> Retry<S, C, K, B> {
-    /// Wraps `inner`.
-    pub fn new(inner: S, policy: RetryPolicy<C, K, B>) -> Self {
-        Retry::from_shared(inner, Arc::new(policy))
-    }
-
-    pub(crate) fn from_shared(inner: S, policy: Arc<RetryPolicy<C, K, B>>) -> Self {
-        Retry { inner, policy }
-    }
-
-    /// A [`RetryLayer`] that applies `policy`.
-    pub fn layer(policy: RetryPolicy<C, K, B>) -> RetryLayer<C, K, B> {
-        RetryLayer::new(policy)
-    }
-
-    /// The policy.
-    pub fn policy(&self) -> &RetryPolicy<C, K, B> {
-        &self.policy
-    }
-
-    inner_accessors!();
-}
-
-impl<S, C, K, B, Req> Service<Req> for Retry<S, C, K, B>
-where
-    S: Service<Req> + Clone,
-    C: Classify<S::Response, S::Error>,
-    K: CloneRequest<Req>,
-    B: RetryBudget + Clone,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = ResponseFuture<S, C, K, B, Req>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Req) -> Self::Future {
-        if let Some(budget) = &self.policy.budget {
-            budget.deposit();
-        }
-        let copy = if self.policy.max_attempts > 1 {
-            self.policy.clone.clone_request(&request)
-        } else {
-            None
-        };
-        let future = self.inner.call(request);
-        // The instance that was made ready has been used; re-sends get a
-        // clone of their own, which the future makes ready before using it.
-        let service = copy.as_ref().map(|_| self.inner.clone());
-        ResponseFuture::new(future, Arc::clone(&self.policy), service, copy)
-    }
-}
-
-impl<S: Clone, C, K, B> Clone for Retry<S, C, K, B> {
-    fn clone(&self) -> Self {
-        Retry {
-            inner: self.inner.clone(),
-            policy: Arc::clone(&self.policy),
-        }
-    }
-}
-
-impl<S: fmt::Debug, C, K, B: RetryBudget> fmt::Debug for Retry<S, C, K, B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Retry")
-            .field("inner", &self.inner)
-            .field("policy", &self.policy)
-            .finish()
-    }
-}
+pub use self::service::Retry;

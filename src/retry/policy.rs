@@ -1,12 +1,14 @@
-//! What the retry layer does: how many attempts, how long to wait, who pays.
+//! What the retry layer decides: how many attempts, how long to wait, who
+//! pays — [`RetryPolicy::plan`] after each attempt, as a pure function of
+//! the policy, the attempt's outcome and the request's own backoff.
 
 use std::any::type_name;
 use std::fmt;
 use std::time::Duration;
 
-use crate::backoff::ExponentialBackoff;
-use crate::budget::{BudgetDebug, NoBudget, RetryBudget};
-use crate::classify::RetryErrors;
+use crate::backoff::{ExponentialBackoff, Sequence};
+use crate::budget::{BudgetDebug, NoBudget, RetryBudget, Withdrawal};
+use crate::classify::{Outcome, RetryErrors};
 use crate::error::ConfigError;
 
 /// Makes the copy of a request that a retry sends.
@@ -51,7 +53,7 @@ impl<Req: Clone> CloneRequest<Req> for CloneRequests {
 }
 
 /// Everything the [`Retry`](super::Retry) layer needs to decide: attempts,
-/// backoff, deadline, the classifier `C`, the request copier `K` and the
+/// backoff, deadline, the classifier `C`, the request copier `R` and the
 /// budget `B` (a [`RetryBudget`]; clones share it).
 ///
 /// ```
@@ -77,13 +79,13 @@ impl<Req: Clone> CloneRequest<Req> for CloneRequests {
 /// assert_eq!(policy.max_attempts(), 4);
 /// # Ok(()) }
 /// ```
-pub struct RetryPolicy<C = RetryErrors, K = CloneRequests, B = NoBudget> {
+pub struct RetryPolicy<C = RetryErrors, R = CloneRequests, B = NoBudget> {
     pub(super) max_attempts: u32,
     pub(super) backoff: ExponentialBackoff,
     pub(super) budget: Option<B>,
     pub(super) deadline: Option<Duration>,
     pub(super) classify: C,
-    pub(super) clone: K,
+    pub(super) clone: R,
 }
 
 impl RetryPolicy {
@@ -102,7 +104,7 @@ impl RetryPolicy {
     }
 }
 
-impl<C, K, B> RetryPolicy<C, K, B> {
+impl<C, R, B> RetryPolicy<C, R, B> {
     /// Attempts per request, the first included.
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
@@ -129,7 +131,121 @@ impl<C, K, B> RetryPolicy<C, K, B> {
     }
 }
 
-impl<C, K, B: RetryBudget> fmt::Debug for RetryPolicy<C, K, B> {
+/// A retry that a policy wants after an attempt: the server's hint, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Wanted {
+    pub(crate) after: Option<Duration>,
+    pub(crate) reason: &'static str,
+}
+
+/// What a policy decides once a retry is wanted.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Sleep `delay`, then re-send; `withdrawal` paid for it (if there is a
+    /// budget).
+    Retry {
+        delay: Duration,
+        withdrawal: Option<Withdrawal>,
+    },
+    /// No retry: the caller gets the last result.
+    Stop(Stop),
+}
+
+/// Why a wanted retry is not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// `max_attempts` were sent.
+    Attempts,
+    /// The request could not be copied (or its copy cannot be sent).
+    NoCopy,
+    /// The backoff (`delay`) would end past the deadline.
+    Deadline(Duration),
+    /// The budget said no.
+    Budget,
+}
+
+impl<C, R, B: RetryBudget> RetryPolicy<C, R, B> {
+    /// A new request (not a re-send): the budget learns of it.
+    pub(crate) fn on_request(&self) {
+        if let Some(budget) = &self.budget {
+            budget.deposit();
+        }
+    }
+
+    /// Books an attempt's outcome with the budget (`paid` is the withdrawal
+    /// that paid for it, when it was a re-send) and says whether a retry is
+    /// wanted.
+    pub(crate) fn book(&self, outcome: Outcome, paid: Option<Withdrawal>) -> Option<Wanted> {
+        let budget = self.budget.as_ref();
+        match outcome {
+            Outcome::Success => {
+                if let Some(budget) = budget {
+                    budget.on_success(paid);
+                }
+                None
+            }
+            Outcome::Failure { .. } => {
+                if let Some(budget) = budget {
+                    budget.on_failure();
+                }
+                None
+            }
+            Outcome::Retry { after, reason } => {
+                if let Some(budget) = budget {
+                    budget.on_failure();
+                }
+                Some(Wanted { after, reason })
+            }
+        }
+    }
+
+    /// Decides whether, and after how long, a wanted retry is made, after
+    /// `attempts` were sent and `elapsed` since the first (if there is a
+    /// deadline); `copy` is the copy of the request the retry would send;
+    /// `backoff` this request's own sequence. A granted retry has taken
+    /// its withdrawal from the budget.
+    pub(crate) fn plan<Req>(
+        &self,
+        wanted: Wanted,
+        attempts: u32,
+        copy: Option<&Req>,
+        elapsed: Option<Duration>,
+        backoff: &mut Sequence,
+    ) -> Plan
+    where
+        R: CloneRequest<Req>,
+    {
+        if attempts >= self.max_attempts {
+            return Plan::Stop(Stop::Attempts);
+        }
+        if !copy.is_some_and(|copy| self.clone.can_resend(copy)) {
+            return Plan::Stop(Stop::NoCopy);
+        }
+        // A server hint is a floor, and this request's own jittered backoff
+        // is added on top of it: callers told the same `Retry-After` at the
+        // same moment must not all come back at the same moment. The sum
+        // never passes the cap, and is never below the computed backoff.
+        let computed = backoff.next_delay();
+        let delay = wanted.after.map_or(computed, |hint| {
+            hint.saturating_add(computed).min(self.backoff.cap())
+        });
+        if let (Some(deadline), Some(elapsed)) = (self.deadline, elapsed) {
+            if elapsed + delay > deadline {
+                return Plan::Stop(Stop::Deadline(delay));
+            }
+        }
+        let withdrawal = match &self.budget {
+            None => None,
+            Some(budget) => match budget.withdraw() {
+                Some(withdrawal) => Some(withdrawal),
+                None => return Plan::Stop(Stop::Budget),
+            },
+        };
+        Plan::Retry { delay, withdrawal }
+    }
+}
+
+impl<C, R, B: RetryBudget> fmt::Debug for RetryPolicy<C, R, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryPolicy")
             .field("max_attempts", &self.max_attempts)
@@ -137,22 +253,22 @@ impl<C, K, B: RetryBudget> fmt::Debug for RetryPolicy<C, K, B> {
             .field("budget", &self.budget.as_ref().map(BudgetDebug))
             .field("deadline", &self.deadline)
             .field("classify", &type_name::<C>())
-            .field("clone", &type_name::<K>())
+            .field("clone", &type_name::<R>())
             .finish()
     }
 }
 
 /// Builds a [`RetryPolicy`]; [`build`](Self::build) checks the settings.
-pub struct RetryPolicyBuilder<C = RetryErrors, K = CloneRequests, B = NoBudget> {
+pub struct RetryPolicyBuilder<C = RetryErrors, R = CloneRequests, B = NoBudget> {
     max_attempts: u32,
     backoff: ExponentialBackoff,
     budget: Option<B>,
     deadline: Option<Duration>,
     classify: C,
-    clone: K,
+    clone: R,
 }
 
-impl<C, K, B> RetryPolicyBuilder<C, K, B> {
+impl<C, R, B> RetryPolicyBuilder<C, R, B> {
     /// Attempts per request, the first included (default 3; 1 turns retries off).
     pub fn max_attempts(mut self, max_attempts: u32) -> Self {
         self.max_attempts = max_attempts;
@@ -167,7 +283,7 @@ impl<C, K, B> RetryPolicyBuilder<C, K, B> {
 
     /// A budget shared with every other holder of a clone of `budget`.
     /// (For a budget chosen at run time, pass an `Arc<dyn RetryBudget>`.)
-    pub fn budget<B2: RetryBudget + Clone>(self, budget: B2) -> RetryPolicyBuilder<C, K, B2> {
+    pub fn budget<B2: RetryBudget + Clone>(self, budget: B2) -> RetryPolicyBuilder<C, R, B2> {
         RetryPolicyBuilder {
             max_attempts: self.max_attempts,
             backoff: self.backoff,
@@ -188,7 +304,7 @@ impl<C, K, B> RetryPolicyBuilder<C, K, B> {
     }
 
     /// Decides from each result whether to retry (default: retry every error).
-    pub fn classify<C2>(self, classify: C2) -> RetryPolicyBuilder<C2, K, B> {
+    pub fn classify<C2>(self, classify: C2) -> RetryPolicyBuilder<C2, R, B> {
         RetryPolicyBuilder {
             max_attempts: self.max_attempts,
             backoff: self.backoff,
@@ -216,7 +332,7 @@ impl<C, K, B> RetryPolicyBuilder<C, K, B> {
     /// # Errors
     ///
     /// Zero attempts (`retry.max_attempts`) or a zero deadline (`retry.deadline`).
-    pub fn build(self) -> Result<RetryPolicy<C, K, B>, ConfigError> {
+    pub fn build(self) -> Result<RetryPolicy<C, R, B>, ConfigError> {
         if self.max_attempts == 0 {
             return Err(ConfigError::new(
                 "retry.max_attempts",
@@ -240,7 +356,7 @@ impl<C, K, B> RetryPolicyBuilder<C, K, B> {
     }
 }
 
-impl<C, K, B: RetryBudget> fmt::Debug for RetryPolicyBuilder<C, K, B> {
+impl<C, R, B: RetryBudget> fmt::Debug for RetryPolicyBuilder<C, R, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryPolicyBuilder")
             .field("max_attempts", &self.max_attempts)

@@ -1,29 +1,9 @@
+//! The [`FanoutLayer`].
+
 use tower_layer::Layer;
 
-use super::fanout::{Collect, Fanout};
-use super::replay::Replay;
-
-/// Records streaming request bodies (up to `cap` bytes) so that the retry
-/// layer it wraps can send them again. See [`ReplayBody`](super::ReplayBody).
-#[derive(Debug, Clone, Copy)]
-pub struct ReplayLayer {
-    cap: usize,
-}
-
-impl ReplayLayer {
-    /// Records up to `cap` bytes of each request body.
-    pub const fn new(cap: usize) -> Self {
-        ReplayLayer { cap }
-    }
-}
-
-impl<S> Layer<S> for ReplayLayer {
-    type Service = Replay<S>;
-
-    fn layer(&self, inner: S) -> Replay<S> {
-        Replay::new(inner, self.cap)
-    }
-}
+use super::collect::Collect;
+use super::service::Fanout;
 
 /// Puts a coalesce or cache layer in front of an HTTP service, with
 /// response bodies collected (up to `limit` bytes) so that every caller

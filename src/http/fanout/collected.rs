@@ -1,5 +1,5 @@
-//! Responses shared by many callers: bodies collected into `Bytes` up to a
-//! limit, copied to each caller; over the limit, callers make their own call.
+//! What a shared HTTP call lands as: a [`Collected`] response, and the
+//! [`FanoutBody`] each caller reads.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -8,50 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use tower_service::Service;
 
-use super::future::{CollectFuture, FanoutFuture};
 use crate::BoxError;
-
-/// Collects response bodies of up to `limit` bytes into a cloneable
-/// [`Collected`]; the inner service of the coalesce or cache layer that a
-/// [`FanoutLayer`](super::FanoutLayer) builds.
-#[derive(Debug, Clone)]
-pub struct Collect<S> {
-    inner: S,
-    limit: usize,
-}
-
-impl<S> Collect<S> {
-    /// Collects `inner`'s response bodies of up to `limit` bytes.
-    pub fn new(inner: S, limit: usize) -> Self {
-        Collect { inner, limit }
-    }
-
-    inner_accessors!();
-}
-
-impl<S, Req, B> Service<Req> for Collect<S>
-where
-    S: Service<Req, Response = Response<B>>,
-    S::Error: Into<BoxError>,
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    type Response = Collected<B>;
-    type Error = BoxError;
-    type Future = CollectFuture<S::Future, B>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, request: Req) -> Self::Future {
-        CollectFuture::new(self.inner.call(request), self.limit)
-    }
-}
 
 /// A response that many callers can share: its body collected into
 /// [`Bytes`] (trailers, if any, are not kept), or — when it was over the
@@ -222,7 +182,7 @@ where
                     *rest = None;
                 }
                 Poll::Ready(frame.map(|frame| match frame {
-                    Ok(frame) => Ok(frame.map_data(super::into_bytes)),
+                    Ok(frame) => Ok(frame.map_data(crate::http::chunk::into_bytes)),
                     Err(error) => Err(error.into()),
                 }))
             }
@@ -270,66 +230,5 @@ impl<B> fmt::Debug for FanoutBody<B> {
         f.debug_struct("FanoutBody")
             .field("full", &self.is_full())
             .finish_non_exhaustive()
-    }
-}
-
-/// A coalescing or caching service for HTTP: responses collected up to a
-/// limit and copied to every caller, over the limit each caller makes its
-/// own call. Built by [`FanoutLayer`](super::FanoutLayer).
-///
-/// `S` is the service being shared; `C` the coalesce or cache layer in
-/// front of a [`Collect`] of it.
-#[derive(Debug, Clone)]
-pub struct Fanout<S, C> {
-    inner: S,
-    shared: C,
-}
-
-impl<S, C> Fanout<S, C> {
-    pub(super) fn new(inner: S, shared: C) -> Self {
-        Fanout { inner, shared }
-    }
-
-    /// The coalesce or cache service.
-    pub fn shared(&self) -> &C {
-        &self.shared
-    }
-
-    inner_accessors!();
-}
-
-impl<S, C, RB, B> Service<Request<RB>> for Fanout<S, C>
-where
-    S: Service<Request<RB>, Response = Response<B>> + Clone,
-    S::Error: Into<BoxError>,
-    C: Service<Request<RB>, Response = Collected<B>> + Clone,
-    C::Error: Into<BoxError>,
-    RB: Body + Default,
-    B: Body,
-    B::Error: Into<BoxError>,
-{
-    type Response = Response<FanoutBody<B>>;
-    type Error = BoxError;
-    type Future = FanoutFuture<S, C::Future, RB>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.shared.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, request: Request<RB>) -> Self::Future {
-        let (parts, body) = request.into_parts();
-        // A bodiless request can be rebuilt if its caller must make its own call.
-        let retained = body
-            .is_end_stream()
-            .then(|| (parts.clone(), self.inner.clone()));
-        // The readied instance takes this call and is then dropped: a hit or
-        // a coalesced follower does not call the service below, and what its
-        // readiness reserved there (a `ConcurrencyLimit` permit, a `Buffer`
-        // slot) must not stay with the caller while this request may make
-        // its own call through another instance — that call would wait for
-        // it for ever.
-        let clone = self.shared.clone();
-        let mut readied = std::mem::replace(&mut self.shared, clone);
-        FanoutFuture::new(readied.call(Request::from_parts(parts, body)), retained)
     }
 }

@@ -7,13 +7,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request};
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Empty, Full};
 
-use super::error::ReplayError;
 use crate::BoxError;
-use crate::retry::CloneRequest;
+use crate::http::error::ReplayError;
 
 /// A request body that the retry layer can send again.
 ///
@@ -276,7 +275,7 @@ where
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
-                    let chunk = super::into_bytes(data);
+                    let chunk = crate::http::chunk::into_bytes(data);
                     tape.read += 1;
                     this.position += 1;
                     if !tape.over_cap && tape.recorded + chunk.len() <= tape.cap {
@@ -331,137 +330,5 @@ impl<B> fmt::Debug for ReplayBody<B> {
             .field("cap", &tape.cap)
             .field("over_cap", &tape.over_cap)
             .finish_non_exhaustive()
-    }
-}
-
-/// The HTTP request copier for the retry layer: only idempotent requests,
-/// only replayable bodies.
-///
-/// By default a request is sent again only if its method is idempotent
-/// (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE) or it carries
-/// an `Idempotency-Key` header; [`any_method`](Self::any_method) opts POST,
-/// PATCH and the rest in. The body must be [`ReplayableBody`]; wrap
-/// streaming bodies with [`ReplayLayer`](super::ReplayLayer). Method, URI,
-/// version, headers and extensions are copied.
-///
-/// ```
-/// use dephase::http::IdempotentRequests;
-/// use dephase::retry::CloneRequest;
-/// use http_body_util::Full;
-///
-/// let copier = IdempotentRequests::new();
-/// let get = http::Request::get("http://origin/a").body(Full::new(bytes::Bytes::new())).unwrap();
-/// assert!(copier.clone_request(&get).is_some());
-/// let post = http::Request::post("http://origin/a").body(Full::new(bytes::Bytes::new())).unwrap();
-/// assert!(copier.clone_request(&post).is_none());
-/// let keyed = http::Request::post("http://origin/a")
-///     .header("idempotency-key", "7f0c")
-///     .body(Full::new(bytes::Bytes::new()))
-///     .unwrap();
-/// assert!(copier.clone_request(&keyed).is_some());
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct IdempotentRequests {
-    any_method: bool,
-}
-
-impl IdempotentRequests {
-    /// Copies requests with idempotent methods or an `Idempotency-Key`.
-    pub const fn new() -> Self {
-        IdempotentRequests { any_method: false }
-    }
-
-    /// Copies requests whatever their method: use only for an API whose
-    /// POSTs you know to be safe to repeat.
-    pub const fn any_method(mut self) -> Self {
-        self.any_method = true;
-        self
-    }
-
-    /// Whether a request with this method and headers may be sent again.
-    pub fn may_resend(&self, method: &Method, headers: &HeaderMap) -> bool {
-        self.any_method
-            || matches!(
-                *method,
-                Method::GET
-                    | Method::HEAD
-                    | Method::OPTIONS
-                    | Method::TRACE
-                    | Method::PUT
-                    | Method::DELETE
-            )
-            || headers.contains_key(IDEMPOTENCY_KEY)
-    }
-}
-
-/// The header that makes a POST or PATCH safe to repeat
-/// (draft-ietf-httpapi-idempotency-key-header).
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-impl<B: ReplayableBody> CloneRequest<Request<B>> for IdempotentRequests {
-    fn clone_request(&self, request: &Request<B>) -> Option<Request<B>> {
-        if !self.may_resend(request.method(), request.headers()) {
-            return None;
-        }
-        let mut copy = Request::new(request.body().replay()?);
-        *copy.method_mut() = request.method().clone();
-        *copy.uri_mut() = request.uri().clone();
-        *copy.version_mut() = request.version();
-        *copy.headers_mut() = request.headers().clone();
-        *copy.extensions_mut() = request.extensions().clone();
-        Some(copy)
-    }
-
-    fn can_resend(&self, copy: &Request<B>) -> bool {
-        copy.body().can_replay()
-    }
-}
-
-#[cfg(feature = "reqwest")]
-impl CloneRequest<reqwest::Request> for IdempotentRequests {
-    fn clone_request(&self, request: &reqwest::Request) -> Option<reqwest::Request> {
-        if !self.may_resend(request.method(), request.headers()) {
-            return None;
-        }
-        // `None` for a streaming body: reqwest cannot copy it.
-        request.try_clone()
-    }
-}
-
-/// Wraps every request body in a [`ReplayBody`] with the same cap, so that
-/// the retry layer inside it can send streaming bodies again. Built by
-/// [`ReplayLayer`](super::ReplayLayer); put it outside the retry layer.
-#[derive(Debug, Clone)]
-pub struct Replay<S> {
-    inner: S,
-    cap: usize,
-}
-
-impl<S> Replay<S> {
-    /// Records request bodies of up to `cap` bytes for `inner`.
-    pub fn new(inner: S, cap: usize) -> Self {
-        Replay { inner, cap }
-    }
-
-    inner_accessors!();
-}
-
-impl<S, B> tower_service::Service<Request<B>> for Replay<S>
-where
-    S: tower_service::Service<Request<ReplayBody<B>>>,
-    B: Body,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> S::Future {
-        let cap = self.cap;
-        self.inner
-            .call(request.map(|body| ReplayBody::new(body, cap)))
     }
 }
