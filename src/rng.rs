@@ -1,12 +1,13 @@
 //! Where the crate's randomness comes from.
 //!
-//! Every consumer of randomness (a backoff sequence, a splay, later the
-//! breaker's open time and the cache's early-refresh draw) asks an
+//! Every consumer of randomness (a backoff sequence, a splay, a breaker's
+//! open time, the cache's early-refresh draw, a lease's polling) asks an
 //! [`RngSource`] for its own *stream*: a small, fast generator
 //! (xoshiro256++) seeded from a base value and a counter that is bumped for
 //! every stream. Two streams never share their numbers, which is the whole
-//! point — tower's `ExponentialBackoffMaker` clones one generator into every
-//! backoff, so concurrent retries draw the *same* jitter and fire together.
+//! point: retries that drew the *same* jitter would fire together. A
+//! consumer that keeps no stream (the throttle) takes single draws from
+//! the source ([`RngSource::draw`]).
 //!
 //! Unseeded sources use a per-process random base and a process-wide
 //! counter; seeded sources use the seed and a counter shared by their clones,

@@ -1,58 +1,14 @@
-//! Offsets: SipHash-2-4 against its reference vectors and an independent
-//! implementation, pinned offsets (they must never change), index and splay
+//! Offsets: pinned offsets (they must never change), index and splay
 //! arithmetic, the spread of hashed offsets, and the staggered ticker under
 //! paused time (exact due times, no drift, missed-tick policies, telemetry).
 
 use std::time::Duration;
 
 use dephase::measure::Spread;
-use dephase::offset::{MissedTicks, Offset, Strategy, Ticker, siphash24};
+use dephase::offset::{MissedTicks, Offset, Strategy, Ticker};
 use tokio::time::Instant;
 
 mod support;
-
-const REFERENCE_KEY: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
-
-fn message(len: usize) -> Vec<u8> {
-    (0..len as u8).collect()
-}
-
-/// Vectors from the SipHash paper (Aumasson & Bernstein, appendix A / the
-/// reference `vectors.h`): key 00..0f, message 00..len-1, output read as a
-/// little-endian u64.
-#[test]
-fn siphash_reference_vectors() {
-    let vectors: [(usize, u64); 5] = [
-        (0, 0x726f_db47_dd0e_0e31),
-        (1, 0x74f8_39c5_93dc_67fd),
-        (2, 0x0d6c_8009_d9a9_4f5a),
-        (3, 0x8567_6696_d7fb_7e2d),
-        (15, 0xa129_ca61_49be_45e5),
-    ];
-    for (len, expected) in vectors {
-        assert_eq!(
-            siphash24(&REFERENCE_KEY, &message(len)),
-            expected,
-            "length {len}"
-        );
-    }
-}
-
-#[test]
-fn siphash_matches_an_independent_implementation() {
-    let keys = [REFERENCE_KEY, *b"dephase-offset-1", [0xff; 16], [0; 16]];
-    for key in keys {
-        let other = siphasher::sip::SipHasher24::new_with_key(&key);
-        for len in 0..=130 {
-            let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
-            assert_eq!(
-                siphash24(&key, &data),
-                other.hash(&data),
-                "key {key:?}, length {len}"
-            );
-        }
-    }
-}
 
 /// These offsets are a promise: a fleet that upgrades must keep its spread.
 /// If this test fails, the change breaks every deployed schedule.

@@ -1,5 +1,7 @@
-//! Reliability under a total outage and under key churn (part of the
-//! reliability work; more lands with it). Paused time, fixed seeds.
+//! Reliability under a total outage and under key churn, builders that
+//! refuse bad settings, and cancellation at random drop points. Paused
+//! time, fixed seeds. (The adversarial suite, `tests/adversarial/`, attacks
+//! each class of fault on its own.)
 
 mod support;
 

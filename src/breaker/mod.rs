@@ -15,9 +15,9 @@
 //!   minimum number of calls has been seen (resilience4j and Polly
 //!   semantics), or on `n` consecutive failures. Calls slower than a
 //!   configured duration can count as failures. What a failure is comes from
-//!   the same [`Classify`] a retry layer uses.
+//!   the same [`Classify`](crate::classify::Classify) a retry layer uses.
 //! - **Open** for a jittered time drawn from an
-//!   [`ExponentialBackoff`] (equal jitter by
+//!   [`ExponentialBackoff`](crate::backoff::ExponentialBackoff) (equal jitter by
 //!   default, so at least half the base), growing with every re-opening
 //!   until the breaker closes again: a hundred breakers that opened together
 //!   probe at a hundred different moments.

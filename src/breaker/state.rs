@@ -6,10 +6,10 @@
 //! every transition are a compare-and-swap on it, so exactly `K` probes get
 //! in however many callers race. The closed path never writes it: a call
 //! in the closed state is one load to admit; to record, a success is one
-//! atomic add (successes are placed in the time window sixteen at a time,
-//! so most never read the clock), a failure a clock read, two atomic adds
-//! and a sum of the window. Transitions into the open state (rare) draw
-//! their jittered open time under a short lock.
+//! atomic add (successes are placed in the time window in batches, see the
+//! module docs, so most never read the clock), a failure a clock read, two
+//! atomic adds and a sum of the window. Transitions into the open state
+//! (rare) draw their jittered open time under a short lock.
 
 use std::fmt;
 use std::sync::atomic::Ordering;

@@ -22,11 +22,9 @@
 //!   retry, refunded when the retried call succeeds) and gRPC's retry
 //!   throttling (gRFC A6: failures drain a token, successes add `token_ratio`,
 //!   no retries while the bucket is at or below half) are both settings of it.
-//! - [`RatioBudget`]: Finagle's `RetryBudget` (and tower's `TpsBudget`): a
-//!   fixed fraction of the requests of a trailing time window may be retried,
-//!   plus a minimum number of retries per second — with exact arithmetic
-//!   (tower's truncates the cost of a retry, so a 60% budget allows 100%:
-//!   tower#857).
+//! - [`RatioBudget`]: Finagle's `RetryBudget`: a fixed fraction of the
+//!   requests of a trailing time window may be retried, plus a minimum
+//!   number of retries per second — with exact arithmetic.
 //!
 //! ```
 //! use dephase::budget::{RatioBudget, RetryBudget};
@@ -45,131 +43,11 @@
 //! # Ok(()) }
 //! ```
 
+mod pool;
 mod ratio;
 mod token_bucket;
 
-use std::fmt;
-use std::sync::Arc;
-
+pub(crate) use self::pool::BudgetDebug;
+pub use self::pool::{NoBudget, RetryBudget, Withdrawal};
 pub use self::ratio::{RatioBudget, RatioBudgetBuilder};
-
 pub use self::token_bucket::{TokenBucket, TokenBucketBuilder};
-
-/// A pool of retries shared by every holder of a clone.
-///
-/// The [`Retry`](crate::retry::Retry) layer calls, per request:
-/// [`deposit`](Self::deposit) once before the first attempt; after each
-/// attempt [`on_success`](Self::on_success) or [`on_failure`](Self::on_failure);
-/// before each retry [`withdraw`](Self::withdraw), and
-/// [`refund`](Self::refund) if the withdrawn retry is then never sent (the
-/// caller went away during the backoff).
-///
-/// Implementations must be safe to call from many threads at once and must
-/// never grant more than they hold.
-pub trait RetryBudget: Send + Sync {
-    /// A new request (not a retry) is being sent.
-    fn deposit(&self) {}
-
-    /// Asks for the right to send one retry; `None` means no.
-    fn withdraw(&self) -> Option<Withdrawal>;
-
-    /// Gives back a withdrawal whose retry was never sent.
-    fn refund(&self, withdrawal: Withdrawal);
-
-    /// An attempt succeeded. `retry` is the withdrawal that paid for it when
-    /// the attempt was a retry.
-    fn on_success(&self, retry: Option<Withdrawal>) {
-        let _ = retry;
-    }
-
-    /// An attempt failed.
-    fn on_failure(&self) {}
-
-    /// How many retries could be withdrawn now (tokens, for a [`TokenBucket`]).
-    fn balance(&self) -> f64;
-}
-
-macro_rules! forward_budget {
-    ($($pointer:ident),*) => {$(
-        impl<B: RetryBudget + ?Sized> RetryBudget for $pointer<B> {
-            fn deposit(&self) {
-                (**self).deposit();
-            }
-            fn withdraw(&self) -> Option<Withdrawal> {
-                (**self).withdraw()
-            }
-            fn refund(&self, withdrawal: Withdrawal) {
-                (**self).refund(withdrawal);
-            }
-            fn on_success(&self, retry: Option<Withdrawal>) {
-                (**self).on_success(retry);
-            }
-            fn on_failure(&self) {
-                (**self).on_failure();
-            }
-            fn balance(&self) -> f64 {
-                (**self).balance()
-            }
-        }
-    )*};
-}
-
-forward_budget!(Arc, Box);
-
-/// The receipt for one granted retry: what it cost, and when it was taken.
-///
-/// It is neither `Clone` nor `Copy`: a withdrawal is spent once, either by
-/// sending the retry or by handing it back with [`RetryBudget::refund`].
-#[must_use = "a withdrawal whose retry is not sent must be refunded"]
-#[derive(Debug, PartialEq, Eq)]
-pub struct Withdrawal {
-    units: u64,
-    stamp: u64,
-}
-
-impl Withdrawal {
-    /// A receipt for `units` of a budget's own unit, taken at `stamp` (a
-    /// budget-specific time or generation), for implementations of
-    /// [`RetryBudget`] outside this crate.
-    pub fn new(units: u64, stamp: u64) -> Withdrawal {
-        Withdrawal { units, stamp }
-    }
-
-    /// What the retry cost, in the budget's own unit.
-    pub fn units(&self) -> u64 {
-        self.units
-    }
-
-    /// When it was taken, in the budget's own terms.
-    pub fn stamp(&self) -> u64 {
-        self.stamp
-    }
-}
-
-/// No limit: every retry is granted. The type of a retry policy that was
-/// given no budget.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NoBudget;
-
-impl RetryBudget for NoBudget {
-    fn withdraw(&self) -> Option<Withdrawal> {
-        Some(Withdrawal::new(0, 0))
-    }
-
-    fn refund(&self, _: Withdrawal) {}
-
-    fn balance(&self) -> f64 {
-        f64::INFINITY
-    }
-}
-
-/// `Debug` for budget holders: shows the balance.
-pub(crate) struct BudgetDebug<'a, B: ?Sized>(pub(crate) &'a B);
-
-impl<B: RetryBudget + ?Sized> fmt::Debug for BudgetDebug<'_, B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryBudget")
-            .field("balance", &self.0.balance())
-            .finish()
-    }
-}

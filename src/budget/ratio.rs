@@ -18,7 +18,7 @@ const DECIMALS: usize = 12;
 /// A retry budget of "`ratio` of the requests of the last `ttl`, plus
 /// `min_per_sec` retries per second", shared by all its clones.
 ///
-/// This is Finagle's `RetryBudget` (and tower's `TpsBudget`): each request
+/// This is Finagle's `RetryBudget`: each request
 /// deposits `ratio` of a retry, each retry withdraws one, and a reserve of
 /// `min_per_sec · ttl` retries is always there so that low-traffic clients
 /// can still retry. Deposits and withdrawals count for one `ttl`: the window
@@ -29,9 +29,7 @@ const DECIMALS: usize = 12;
 /// is granted while `retries ≤ ⌊ratio · requests + reserve⌋`, compared in
 /// integers with the ratio as the decimal you wrote (kept to twelve
 /// decimal places). With `ratio = 0.6`, 5 requests allow exactly 3
-/// retries (tower's `TpsBudget` rounds the cost of a retry down to one
-/// deposit and allows 5: tower#857); with `ratio = 4e-7`, 2.5 million
-/// requests allow exactly one.
+/// retries; with `ratio = 4e-7`, 2.5 million requests allow exactly one.
 ///
 /// ```
 /// use dephase::budget::{RatioBudget, RetryBudget};
@@ -194,7 +192,7 @@ impl RatioBudgetBuilder {
     }
 
     /// The fraction of requests that may be retried: 0.2 is 20%; from 0 to
-    /// 1000 (Finagle's and tower's range), kept to twelve decimal places.
+    /// 1000 (Finagle's range), kept to twelve decimal places.
     pub fn ratio(mut self, ratio: f64) -> Self {
         self.ratio = ratio;
         self

@@ -11,10 +11,10 @@ use tower_service::Service;
 use tracing::Span;
 
 use super::builder::{Memory, StoreBuilder};
+use super::error::SharedError;
 use super::policy::{Age, Freshness, Verdict};
 use super::store::{Draws, Looked, Served, Store, StoreFor, sealed};
 use crate::BoxError;
-use crate::coalesce::error::SharedError;
 use crate::flight::{Call, Fence, Joined, Table};
 use crate::rng::RngSource;
 use crate::telemetry::{self, CACHE_TTL_OFFSET_MS};

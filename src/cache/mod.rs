@@ -78,6 +78,7 @@
 //! ```
 
 mod builder;
+pub mod error;
 pub mod future;
 mod layer;
 mod memory;
@@ -90,5 +91,6 @@ pub use self::layer::CacheLayer;
 pub use self::memory::MemoryStore;
 pub use self::policy::TtlJitter;
 pub use self::service::Cache;
+#[cfg(feature = "redis")]
 pub(crate) use self::store::{Draws, Looked, Served, sealed};
 pub use self::store::{Store, StoreFor};

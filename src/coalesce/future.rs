@@ -1,5 +1,5 @@
 //! The coalesced call's [`ResponseFuture`]: a direct call, or a place in a
-//! flight (the [`flight`](crate::flight) engine's), with its telemetry.
+//! flight (the flight engine's), with its telemetry.
 
 use std::fmt;
 use std::future::Future;

@@ -23,6 +23,7 @@
 //! [`Fence`], not to store what it loads — an invalidation wins over every
 //! load that started before it.
 
+pub(crate) mod error;
 mod future;
 mod table;
 

@@ -8,8 +8,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 
+use super::error::{Panicked, SharedError};
 use crate::BoxError;
-use crate::coalesce::error::{Panicked, SharedError};
 
 /// The call a flight makes, boxed: it is stored in the shared flight and
 /// polled by whichever waiter drives, so its type is erased.

@@ -1,4 +1,4 @@
-//! The paced call's [`ResponseFuture`]: the [`later`](crate::later)
+//! The paced call's [`ResponseFuture`]: the send-later
 //! engine's wait-ready-send, or the overload error.
 
 use std::fmt;

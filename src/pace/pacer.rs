@@ -15,7 +15,7 @@ use crate::later::Ticket;
 use crate::rng::{RngSource, Stream};
 
 /// A pacing schedule shared by every clone (and every service built from
-/// one [`PaceLayer`]).
+/// one [`PaceLayer`](super::PaceLayer)).
 #[derive(Clone)]
 pub struct Pacer {
     pub(super) shared: Arc<Shared>,

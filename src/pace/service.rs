@@ -13,7 +13,7 @@ use crate::later::{SendLater, Ticket};
 use crate::rng::Stream;
 
 /// A service whose callers are released at a [`Pacer`]'s rate. Errors are
-/// [`BoxError`]s: the inner service's, or an [`error::Overloaded`].
+/// [`BoxError`]s: the inner service's, or an [`error::Overloaded`](super::error::Overloaded).
 pub struct Pace<S> {
     inner: S,
     pacer: Pacer,

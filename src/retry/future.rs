@@ -2,9 +2,9 @@
 //!
 //! `call` sends the first attempt and hands this future everything it
 //! needs. The future then loops: wait for the attempt → book it and ask
-//! the policy ([`RetryPolicy::book`], [`RetryPolicy::plan`]) → hand the
-//! copy to the [`later`](crate::later) engine (sleep, get the service
-//! ready, send). It decides nothing itself.
+//! the policy (`RetryPolicy::book`, `RetryPolicy::plan`) → hand the copy
+//! to the send-later engine (sleep, get the service ready, send). It
+//! decides nothing itself.
 
 use std::fmt;
 use std::future::Future;

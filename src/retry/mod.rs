@@ -7,7 +7,7 @@
 //! every client of a dependency, and a deadline. Here one [`RetryPolicy`]
 //! holds all of it, and decides:
 //!
-//! 1. **classify** the result with a [`Classify`]
+//! 1. **classify** the result with a [`Classify`](crate::classify::Classify)
 //!    (the same classifier a breaker uses); only
 //!    [`Outcome::Retry`](crate::classify::Outcome::Retry) is retried;
 //! 2. stop after `max_attempts`, or if the request could not be copied;
@@ -28,12 +28,12 @@
 //! # Runtime
 //!
 //! The backoff sleeps on tokio's timer, so a retry needs a tokio runtime
-//! with time enabled (as tower's `retry` with its tokio backoff does); a
-//! request that succeeds at once never touches the timer.
+//! with time enabled; a request that succeeds at once never touches the
+//! timer.
 //!
 //! # Cancellation
 //!
-//! Dropping the [`ResponseFuture`] at any point is safe: an attempt in
+//! Dropping the [`ResponseFuture`](future::ResponseFuture) at any point is safe: an attempt in
 //! flight is dropped with it, and a retry that was granted by the budget
 //! but not sent yet (the future was dropped during the backoff) is refunded.
 //!

@@ -15,7 +15,7 @@ use crate::classify::{Classify, RetryErrors};
 
 /// Retries failed requests with a jittered backoff, a shared budget and a deadline.
 ///
-/// See the [module documentation](self) for what it does and in which order.
+/// See the [module documentation](super) for what it does and in which order.
 /// Clones share the policy (and so the budget and the random source).
 pub struct Retry<S, C = RetryErrors, R = CloneRequests, B = NoBudget> {
     inner: S,

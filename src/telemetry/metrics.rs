@@ -156,8 +156,12 @@ pub(crate) fn applied_offset(layer: &'static str, applied: Duration) {
     offset(layer, applied);
 }
 
-#[cfg(feature = "redis")]
+/// Called by the cache for requests that went through a Redis store (so
+/// only with the `redis` feature).
 pub(crate) fn redis_lease(lease: &'static str, waited: Duration) {
+    #[cfg(not(feature = "redis"))]
+    let _ = lease;
+    #[cfg(feature = "redis")]
     instruments()
         .redis_leases
         .add(1, &[KeyValue::new(super::REDIS_LEASE, lease)]);

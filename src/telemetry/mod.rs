@@ -39,145 +39,15 @@
 //! Events use the target `dephase::<module>` (for example `dephase::retry`)
 //! at `DEBUG` level, so `RUST_LOG=dephase=debug` shows them.
 
-/// Re-sends of this request: the OpenTelemetry HTTP semantic convention's
-/// name. Integer (recorded as `i64`, which `tracing-opentelemetry` exports
-/// as an integer attribute; it exports `u64` as a string).
-pub const RESEND_COUNT: &str = "http.request.resend_count";
+pub(crate) mod count;
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub mod metrics;
+mod names;
 
-/// Retry: milliseconds slept before re-sends. On the span, the total
-/// actually slept (tokio's timer wakes on whole milliseconds, so this can be
-/// up to 1 ms per retry above the plan); on each event, the delay planned
-/// for that one retry. Float.
-pub const RETRY_DELAY_MS: &str = "dephase.retry.delay_ms";
-
-/// Retry: the jitter kind of the backoff (`none`, `full`, `equal`, `decorrelated`).
-pub const JITTER: &str = "dephase.jitter";
-
-/// Retry: whether the retry budget `granted` or `denied` the last retry.
-pub const BUDGET: &str = "dephase.budget";
-
-/// Retry: why the last attempt was retried, as the classifier put it
-/// ([`Outcome::Retry`](crate::classify::Outcome::Retry)'s `reason`). When
-/// retrying stops early (attempts, deadline, budget), an event says why.
-pub const RETRY_REASON: &str = "dephase.retry.reason";
-
-/// Breaker: the state (`closed`, `open`, `half_open`), set on every
-/// transition and on every rejection.
-pub const BREAKER_STATE: &str = "dephase.breaker.state";
-
-/// Breaker: on a rejection, how long until the breaker admits a call, in
-/// milliseconds. Float.
-pub const BREAKER_RETRY_AFTER_MS: &str = "dephase.breaker.retry_after_ms";
-
-/// Breaker: on the event of an opening, how long it stays open, in
-/// milliseconds. Float.
-pub const BREAKER_OPEN_MS: &str = "dephase.breaker.open_ms";
-
-/// Coalesce: `leader` (this caller made the call) or `follower` (it shared
-/// another caller's).
-pub const COALESCE_ROLE: &str = "dephase.coalesce.role";
-
-/// Coalesce: how many callers shared the call (recorded when it finishes). Integer.
-pub const COALESCE_WAITERS: &str = "dephase.coalesce.waiters";
-
-/// Cache: what happened to the request: `hit`, `miss`, `early_refresh`
-/// (a hit that also started a background refresh) or `stale`.
-pub const CACHE_RESULT: &str = "dephase.cache.result";
-
-/// Cache: on a hit, how long until the entry expires, in milliseconds. Float.
-pub const CACHE_EXPIRES_IN_MS: &str = "dephase.cache.expires_in_ms";
-
-/// Cache: on a load, the TTL jitter added to the new entry, in milliseconds. Float.
-pub const CACHE_TTL_OFFSET_MS: &str = "dephase.cache.ttl_offset_ms";
-
-/// Redis store: how this request's fill went across replicas: `none` (the
-/// value was in Redis), `acquired` (this replica held the lease and loaded
-/// it), `waited` (another replica held it; this one polled for the value),
-/// `deadline` (waited up to the deadline, then loaded it itself) or
-/// `degraded` (Redis unreachable: loaded with in-process coalescing only).
-pub const REDIS_LEASE: &str = "dephase.redis.lease";
-
-/// Redis store: time spent polling for a value another replica was loading
-/// (the jittered waits), in milliseconds. Float.
-pub const REDIS_WAIT_MS: &str = "dephase.redis.wait_ms";
-
-/// Throttle: on a local rejection, the rejection probability at that moment. Float.
-pub const THROTTLE_PROBABILITY: &str = "dephase.throttle.probability";
-
-/// Offset and pace: the offset applied, in milliseconds. Float.
-pub const OFFSET_MS: &str = "dephase.offset_ms";
-
-/// Offset and pace: how the offset was chosen (`hash`, `index`, `random`),
-/// or `pace` for the wait a pacer applied.
-pub const OFFSET_STRATEGY: &str = "dephase.offset.strategy";
-
-/// Every field name above, for subscribers or tests that want the full list.
-pub const ALL_FIELDS: &[&str] = &[
-    RESEND_COUNT,
-    RETRY_DELAY_MS,
-    JITTER,
-    BUDGET,
-    RETRY_REASON,
-    BREAKER_STATE,
-    BREAKER_RETRY_AFTER_MS,
-    BREAKER_OPEN_MS,
-    THROTTLE_PROBABILITY,
-    COALESCE_ROLE,
-    COALESCE_WAITERS,
-    CACHE_RESULT,
-    CACHE_EXPIRES_IN_MS,
-    CACHE_TTL_OFFSET_MS,
-    REDIS_LEASE,
-    REDIS_WAIT_MS,
-    OFFSET_MS,
-    OFFSET_STRATEGY,
-];
+pub use self::names::*;
 
 /// A duration in (fractional) milliseconds, as every `*_ms` field records it.
 pub(crate) fn millis(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-#[cfg(feature = "otel")]
-#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
-pub mod metrics;
-
-/// The counting hooks every layer calls: through [`metrics`] with the
-/// `otel` feature, empty (and gone after inlining) without it.
-pub(crate) mod count {
-    #[cfg(all(feature = "otel", feature = "redis"))]
-    pub(crate) use super::metrics::redis_lease;
-    #[cfg(feature = "otel")]
-    pub(crate) use super::metrics::{
-        applied_offset, breaker_rejected, breaker_transition, budget_denied, cache_result,
-        cache_ttl_offset, coalesce_follower, retry,
-    };
-
-    #[cfg(not(feature = "otel"))]
-    pub(crate) use self::off::*;
-
-    #[cfg(not(feature = "otel"))]
-    mod off {
-        use std::time::Duration;
-
-        #[inline(always)]
-        pub(crate) fn retry(_reason: &'static str, _delay: Duration) {}
-        #[inline(always)]
-        pub(crate) fn budget_denied() {}
-        #[inline(always)]
-        pub(crate) fn breaker_transition(_to: &'static str, _open_for: Option<Duration>) {}
-        #[inline(always)]
-        pub(crate) fn breaker_rejected(_state: &'static str) {}
-        #[inline(always)]
-        pub(crate) fn coalesce_follower() {}
-        #[inline(always)]
-        pub(crate) fn cache_result(_result: &'static str) {}
-        #[inline(always)]
-        pub(crate) fn cache_ttl_offset(_jitter: Duration) {}
-        #[inline(always)]
-        pub(crate) fn applied_offset(_layer: &'static str, _applied: Duration) {}
-        #[inline(always)]
-        #[cfg(feature = "redis")]
-        pub(crate) fn redis_lease(_lease: &'static str, _waited: Duration) {}
-    }
 }

@@ -20,7 +20,7 @@
 //! send: with `K = 2` a backend that accepts half of what it gets sees no
 //! throttling at all, one that accepts less sees the client back off in
 //! proportion. What counts as an accept comes from the same
-//! [`Classify`] a retry layer uses: anything but a failure.
+//! [`Classify`](crate::classify::Classify) a retry layer uses: anything but a failure.
 //! Locally rejected requests count as requests (that is what makes the
 //! client converge).
 //!

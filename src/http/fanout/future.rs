@@ -1,5 +1,5 @@
 //! The fan-out's future: the shared response, or this caller's own call
-//! (through the [`later`](crate::later) engine) when the shared one was
+//! (through the send-later engine) when the shared one was
 //! too large and taken.
 
 use std::fmt;

@@ -11,7 +11,7 @@ use super::service::Fanout;
 ///
 /// `layer` is the [`CoalesceLayer`](crate::coalesce::CoalesceLayer) or
 /// [`CacheLayer`](crate::cache::CacheLayer) to apply (keyed with
-/// [`RequestKey`](super::RequestKey)); it wraps a [`Collect`] of the
+/// [`RequestKey`](crate::http::RequestKey)); it wraps a [`Collect`](crate::http::Collect) of the
 /// service. A body over the limit is not collected: the first caller to
 /// pick the response up gets it streaming, every other caller that shared
 /// the call makes its own call (so each gets a whole body), and the cache

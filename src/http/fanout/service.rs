@@ -16,7 +16,7 @@ use crate::BoxError;
 /// own call. Built by [`FanoutLayer`](super::FanoutLayer).
 ///
 /// `S` is the service being shared; `C` the coalesce or cache layer in
-/// front of a [`Collect`] of it.
+/// front of a [`Collect`](crate::http::Collect) of it.
 #[derive(Debug, Clone)]
 pub struct Fanout<S, C> {
     inner: S,

@@ -1,0 +1,35 @@
+//! The counting hooks every layer calls: through [`metrics`](super::metrics)
+//! with the `otel` feature, empty (and gone after inlining) without it.
+
+#[cfg(feature = "otel")]
+pub(crate) use super::metrics::{
+    applied_offset, breaker_rejected, breaker_transition, budget_denied, cache_result,
+    cache_ttl_offset, coalesce_follower, redis_lease, retry,
+};
+
+#[cfg(not(feature = "otel"))]
+pub(crate) use self::off::*;
+
+#[cfg(not(feature = "otel"))]
+mod off {
+    use std::time::Duration;
+
+    #[inline(always)]
+    pub(crate) fn retry(_reason: &'static str, _delay: Duration) {}
+    #[inline(always)]
+    pub(crate) fn budget_denied() {}
+    #[inline(always)]
+    pub(crate) fn breaker_transition(_to: &'static str, _open_for: Option<Duration>) {}
+    #[inline(always)]
+    pub(crate) fn breaker_rejected(_state: &'static str) {}
+    #[inline(always)]
+    pub(crate) fn coalesce_follower() {}
+    #[inline(always)]
+    pub(crate) fn cache_result(_result: &'static str) {}
+    #[inline(always)]
+    pub(crate) fn cache_ttl_offset(_jitter: Duration) {}
+    #[inline(always)]
+    pub(crate) fn applied_offset(_layer: &'static str, _applied: Duration) {}
+    #[inline(always)]
+    pub(crate) fn redis_lease(_lease: &'static str, _waited: Duration) {}
+}
