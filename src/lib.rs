@@ -36,9 +36,10 @@
 //! | `redis` (feature `redis`) | a cache store in Redis shared by every replica, with leases (`SET NX PX`) so that one replica in the fleet refills an expired key; falls back to in-process coalescing when Redis is slow or down |
 //! | [`telemetry`] | the names of the span fields and events every layer records; with the `otel` feature, OpenTelemetry metrics |
 //!
-//! Features: `http` (default: the `http` module), `reqwest` (classify and
-//! re-send `reqwest` requests), `otel` (count through the `opentelemetry`
-//! metrics API), `redis` (the `redis` module).
+//! Features: `http` (default: the `http` module), `hyper-util` (default:
+//! the HTTP classifier knows hyper-util's client error), `reqwest`
+//! (classify and re-send `reqwest` requests), `otel` (count through the
+//! `opentelemetry` metrics API), `redis` (the `redis` module).
 //!
 //! # Example
 //!
@@ -87,12 +88,7 @@
 //! herd and a warm-up — naive and with dephase, and prints what each layer
 //! saved.
 
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    unreachable_pub,
-    rust_2018_idioms
-)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

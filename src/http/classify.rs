@@ -1,5 +1,6 @@
 //! What an HTTP result means: status codes, `Retry-After`, connection failures.
 
+use std::any::Any;
 use std::error::Error as StdError;
 use std::fmt;
 use std::io;
@@ -26,7 +27,7 @@ use crate::classify::{Classify, Outcome};
 /// Connection failures are found by walking the error's
 /// [`source`](std::error::Error::source) chain for an [`io::Error`] of a
 /// connection kind, a [`hyper::Error`] that says the connection closed or
-/// timed out, a hyper-util client's connect error or a
+/// timed out, a hyper-util client's connect error (feature `hyper-util`) or a
 /// `reqwest` connect or timeout error (feature `reqwest`). A breaker's
 /// [`Rejected`](crate::breaker::error::Rejected) is a `Failure`
 /// (`"breaker_open"`): retrying it would only queue more callers for the
@@ -163,51 +164,37 @@ fn status_reason(code: u16) -> &'static str {
     }
 }
 
-/// An error whose cause chain [`HttpClassifier`] can walk.
-///
-/// Implemented for the error types of the clients and layers this crate is
-/// used with. For another error type, write a closure classifier that
-/// calls [`classify_error`] (and [`HttpClassifier::classify_response`]).
-pub trait HttpError {
-    /// The error, as a `dyn Error` to walk.
-    fn as_error(&self) -> Option<&(dyn StdError + 'static)>;
-}
-
-impl HttpError for BoxError {
-    fn as_error(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&**self)
+/// `error` as a `dyn Error` whose cause chain [`classify_error`] can walk,
+/// for the error types this crate knows: any error boxed as a
+/// [`BoxError`] (what every layer here returns), `io::Error`,
+/// `hyper::Error`, hyper-util's client error (feature `hyper-util`),
+/// `reqwest::Error` (feature `reqwest`). Told apart at run time, so that
+/// [`HttpClassifier`] classifies a result whatever its error type (and any
+/// order of layers compiles); an error of another type counts as a failure
+/// that is not retried.
+fn walkable<E: 'static>(error: &E) -> Option<&(dyn StdError + 'static)> {
+    let error = error as &dyn Any;
+    if let Some(boxed) = error.downcast_ref::<BoxError>() {
+        return Some(&**boxed);
     }
-}
-
-impl HttpError for io::Error {
-    fn as_error(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(self)
+    if let Some(boxed) = error.downcast_ref::<Box<dyn StdError + 'static>>() {
+        return Some(&**boxed);
     }
-}
-
-impl HttpError for hyper::Error {
-    fn as_error(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(self)
+    if let Some(error) = error.downcast_ref::<io::Error>() {
+        return Some(error);
     }
-}
-
-impl HttpError for std::convert::Infallible {
-    fn as_error(&self) -> Option<&(dyn StdError + 'static)> {
-        None
+    if let Some(error) = error.downcast_ref::<hyper::Error>() {
+        return Some(error);
     }
-}
-
-impl HttpError for hyper_util::client::legacy::Error {
-    fn as_error(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(self)
+    #[cfg(feature = "hyper-util")]
+    if let Some(error) = error.downcast_ref::<hyper_util::client::legacy::Error>() {
+        return Some(error);
     }
-}
-
-#[cfg(feature = "reqwest")]
-impl HttpError for reqwest::Error {
-    fn as_error(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(self)
+    #[cfg(feature = "reqwest")]
+    if let Some(error) = error.downcast_ref::<reqwest::Error>() {
+        return Some(error);
     }
+    None
 }
 
 /// The outcome of a client error: `Retry` for a connection-level failure
@@ -245,6 +232,7 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> Outcome {
                 return Outcome::retry("connection");
             }
         }
+        #[cfg(feature = "hyper-util")]
         if let Some(error) = error.downcast_ref::<hyper_util::client::legacy::Error>() {
             if error.is_connect() {
                 return Outcome::retry("connection");
@@ -264,20 +252,18 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> Outcome {
     Outcome::failure("error")
 }
 
-impl<B, E: HttpError> Classify<Response<B>, E> for HttpClassifier {
+impl<B, E: 'static> Classify<Response<B>, E> for HttpClassifier {
     fn classify(&self, result: Result<&Response<B>, &E>) -> Outcome {
         match result {
             Ok(response) => self.classify_response(response),
-            Err(error) => error
-                .as_error()
-                .map_or(Outcome::failure("error"), classify_error),
+            Err(error) => walkable(error).map_or(Outcome::failure("error"), classify_error),
         }
     }
 }
 
 #[cfg(feature = "reqwest")]
-impl Classify<reqwest::Response, reqwest::Error> for HttpClassifier {
-    fn classify(&self, result: Result<&reqwest::Response, &reqwest::Error>) -> Outcome {
+impl<E: 'static> Classify<reqwest::Response, E> for HttpClassifier {
+    fn classify(&self, result: Result<&reqwest::Response, &E>) -> Outcome {
         match result {
             Ok(response) => {
                 let mut head = Response::new(());
@@ -287,7 +273,7 @@ impl Classify<reqwest::Response, reqwest::Error> for HttpClassifier {
                 }
                 self.classify_response(&head)
             }
-            Err(error) => classify_error(error),
+            Err(error) => walkable(error).map_or(Outcome::failure("error"), classify_error),
         }
     }
 }

@@ -81,7 +81,7 @@ pub mod future;
 mod key;
 mod replay;
 
-pub use self::classify::{HttpClassifier, HttpError, classify_error, parse_retry_after};
+pub use self::classify::{HttpClassifier, classify_error, parse_retry_after};
 pub use self::fanout::{Collect, Collected, Fanout, FanoutBody, FanoutLayer};
 pub use self::key::{HttpKey, RequestKey};
 pub use self::replay::{
