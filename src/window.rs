@@ -19,6 +19,32 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::error::ConfigError;
+
+/// Checks the settings of a window kept in buckets: a span that is not
+/// zero, 1 to 10 000 buckets, each at least a millisecond wide.
+pub(crate) fn check(
+    (span_field, span): (&'static str, Duration),
+    (buckets_field, buckets): (&'static str, u32),
+) -> Result<(), ConfigError> {
+    if span.is_zero() {
+        return Err(ConfigError::new(span_field, "must be greater than zero"));
+    }
+    if buckets == 0 || buckets > 10_000 {
+        return Err(ConfigError::new(
+            buckets_field,
+            format!("must be between 1 and 10000 (got {buckets})"),
+        ));
+    }
+    if span / buckets < Duration::from_millis(1) {
+        return Err(ConfigError::new(
+            buckets_field,
+            format!("{buckets} buckets over {span:?} are narrower than 1 ms"),
+        ));
+    }
+    Ok(())
+}
+
 /// Packs two counts into one slot increment: `high` in the upper 32 bits.
 pub(crate) const fn pair(high: u32, low: u32) -> u64 {
     ((high as u64) << 32) | low as u64

@@ -7,6 +7,7 @@ use super::handle::Breaker;
 use super::state::{Config, Core, MAX_PROBES, PER_MILLION, Trip};
 use crate::backoff::{ExponentialBackoff, Jitter};
 use crate::error::{ConfigError, check_f64};
+use crate::window;
 
 /// Builds a [`Breaker`]; [`build`](Self::build) checks every field.
 #[derive(Debug, Clone)]
@@ -135,27 +136,10 @@ impl BreakerBuilder {
                         "must be at least 1",
                     ));
                 }
-                if self.window.is_zero() {
-                    return Err(ConfigError::new(
-                        "breaker.window",
-                        "must be greater than zero",
-                    ));
-                }
-                if self.buckets == 0 || self.buckets > 10_000 {
-                    return Err(ConfigError::new(
-                        "breaker.buckets",
-                        format!("must be between 1 and 10000 (got {})", self.buckets),
-                    ));
-                }
-                if self.window / self.buckets < Duration::from_millis(1) {
-                    return Err(ConfigError::new(
-                        "breaker.buckets",
-                        format!(
-                            "{} buckets over {:?} are narrower than 1 ms",
-                            self.buckets, self.window
-                        ),
-                    ));
-                }
+                window::check(
+                    ("breaker.window", self.window),
+                    ("breaker.buckets", self.buckets),
+                )?;
                 Trip::FailureRate {
                     threshold,
                     minimum_calls: self.minimum_calls,

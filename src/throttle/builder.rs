@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::state::{Shared, Throttler};
 use crate::error::{ConfigError, check_f64};
 use crate::rng::RngSource;
-use crate::window::Window;
+use crate::window::{self, Window};
 
 /// Builds a [`Throttler`]; [`build`](Self::build) checks every field.
 #[derive(Debug, Clone)]
@@ -62,24 +62,10 @@ impl ThrottlerBuilder {
     /// millisecond (`throttle.buckets`).
     pub fn build(self) -> Result<Throttler, ConfigError> {
         let k = check_f64("throttle.k", self.k, 1.0, 1e9)?;
-        if self.window.is_zero() {
-            return Err(ConfigError::new(
-                "throttle.window",
-                "must be greater than zero",
-            ));
-        }
-        if self.buckets == 0
-            || self.buckets > 10_000
-            || self.window / self.buckets < Duration::from_millis(1)
-        {
-            return Err(ConfigError::new(
-                "throttle.buckets",
-                format!(
-                    "must be between 1 and 10000, each at least 1 ms wide (got {} over {:?})",
-                    self.buckets, self.window
-                ),
-            ));
-        }
+        window::check(
+            ("throttle.window", self.window),
+            ("throttle.buckets", self.buckets),
+        )?;
         Ok(Throttler {
             shared: Arc::new(Shared {
                 window: Window::new(self.window, self.buckets as usize),
