@@ -25,36 +25,49 @@ pin_project! {
         T: Clone,
     {
         #[pin]
-        keyed: Keyed<F, K, (T, Served)>,
-        // Served if the load fails (stale-if-error).
-        stale: Option<T>,
-        // How a cached error was served (answered at once, recorded when polled).
-        answered_error: Option<Served>,
+        kind: Kind<F, K, T>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, K, T>
+    where
+        K: Hash,
+        K: Eq,
+        K: Clone,
+        T: Clone,
+    {
+        // Answered by the store (a hit, an early refresh, a stale value).
+        Answered { answer: Option<Result<T, BoxError>>, served: Served },
+        // Its own call, or its place in the key's flight; `stale` is served
+        // if the load fails (stale-if-error).
+        Keyed { #[pin] keyed: Keyed<F, K, (T, Served)>, stale: Option<T> },
     }
 }
 
 impl<F, K: Hash + Eq + Clone, T: Clone> ResponseFuture<F, K, T> {
     pub(super) fn direct(future: F) -> Self {
         ResponseFuture {
-            keyed: Keyed::direct(future),
-            stale: None,
-            answered_error: None,
+            kind: Kind::Keyed {
+                keyed: Keyed::direct(future),
+                stale: None,
+            },
         }
     }
 
     pub(super) fn looked(looked: Looked<K, T>) -> Self {
-        match looked.kind {
-            LookedKind::Now(answer, served) => ResponseFuture {
-                answered_error: answer.is_err().then_some(served),
-                keyed: Keyed::answered(answer.map(|value| (value, served))),
-                stale: None,
+        let kind = match looked.kind {
+            LookedKind::Now(answer, served) => Kind::Answered {
+                answer: Some(answer),
+                served,
             },
-            LookedKind::Flight { waiter, stale } => ResponseFuture {
+            LookedKind::Flight { waiter, stale } => Kind::Keyed {
                 keyed: Keyed::shared(waiter),
                 stale,
-                answered_error: None,
             },
-        }
+        };
+        ResponseFuture { kind }
     }
 }
 
@@ -68,43 +81,49 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        Poll::Ready(match ready!(this.keyed.poll_landed(cx)) {
-            Landed::Direct(result) => result.map_err(Into::into),
-            Landed::Shared(Ok((value, served))) => {
-                record(&served);
-                Ok(value)
+        match self.project().kind.project() {
+            KindProj::Answered { answer, served } => {
+                record(served);
+                Poll::Ready(
+                    answer
+                        .take()
+                        .expect("an answer is polled after it completed"),
+                )
             }
-            // Stale-if-error: the load failed, the old value is still
-            // within its bound.
-            Landed::Shared(Err(error)) if this.answered_error.is_some() => {
-                record(&this.answered_error.take().expect("checked"));
-                Err(error)
-            }
-            Landed::Shared(Err(error)) => match this.stale.take() {
-                Some(old) => {
-                    record(&Served::new("stale"));
-                    Ok(old)
+            KindProj::Keyed { keyed, stale } => Poll::Ready(match ready!(keyed.poll_landed(cx)) {
+                Landed::Direct(result) => result.map_err(Into::into),
+                Landed::Shared(Ok((value, served))) => {
+                    record(&served);
+                    Ok(value)
                 }
-                None => {
-                    record(&Served::new("miss"));
-                    Err(error)
-                }
-            },
-        })
+                // Stale-if-error: the load failed, the old value is still
+                // within its bound.
+                Landed::Shared(Err(error)) => match stale.take() {
+                    Some(old) => {
+                        record(&Served::new(Served::STALE));
+                        Ok(old)
+                    }
+                    None => {
+                        record(&Served::new(Served::MISS));
+                        Err(error)
+                    }
+                },
+            }),
+        }
     }
 }
 
 /// Records what the cache did for this request on the current span.
 fn record(served: &Served) {
     let span = Span::current();
-    span.record(CACHE_RESULT, served.result);
-    telemetry::count::cache_result(served.result);
+    let result = served.result();
+    span.record(CACHE_RESULT, result);
+    telemetry::count::cache_result(result);
     let expires_in_ms = served.expires_in.map(telemetry::millis);
     if let Some(ms) = expires_in_ms {
         span.record(CACHE_EXPIRES_IN_MS, ms);
     }
-    if let Some(lease) = served.lease {
+    if let Some(lease) = served.lease() {
         span.record(REDIS_LEASE, lease);
         telemetry::count::redis_lease(lease, served.waited);
         if !served.waited.is_zero() {
@@ -114,7 +133,7 @@ fn record(served: &Served) {
     tracing::event!(
         target: "dephase::cache",
         Level::TRACE,
-        dephase.cache.result = served.result,
+        dephase.cache.result = result,
         dephase.cache.expires_in_ms = expires_in_ms,
         "cache lookup"
     );
@@ -122,8 +141,12 @@ fn record(served: &Served) {
 
 impl<F, K: Hash + Eq + Clone, T: Clone> fmt::Debug for ResponseFuture<F, K, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Answered { served, .. } => served.result(),
+            Kind::Keyed { keyed, .. } => keyed.kind(),
+        };
         f.debug_struct("ResponseFuture")
-            .field("kind", &self.keyed.kind())
+            .field("kind", &kind)
             .finish_non_exhaustive()
     }
 }

@@ -13,7 +13,7 @@ use tracing::Span;
 use super::builder::{Memory, StoreBuilder};
 use super::error::SharedError;
 use super::policy::{Age, Freshness, Verdict};
-use super::store::{Draws, Looked, Served, Store, StoreFor, sealed};
+use super::store::{CacheResult, Draws, Looked, Served, Store, StoreFor, sealed};
 use crate::BoxError;
 use crate::flight::{Call, Fence, Joined, Table};
 use crate::rng::RngSource;
@@ -152,7 +152,7 @@ where
             let now = Instant::now();
             let (freshness, delta) = (&shared.freshness, now - started);
             match result {
-                Ok(value) if !(shared.keep)(&value) => Ok((value, Served::new("miss"))),
+                Ok(value) if !(shared.keep)(&value) => Ok((value, Served::new(CacheResult::Miss))),
                 Ok(value) => {
                     let offset = freshness.jitter.offset(&key, fraction);
                     Span::current().record(CACHE_TTL_OFFSET_MS, telemetry::millis(offset));
@@ -161,7 +161,7 @@ where
                     fence.store_unless_fenced(|| {
                         shared.store(key, Ok(value.clone()), now, delta, life);
                     });
-                    Ok((value, Served::new("miss")))
+                    Ok((value, Served::new(CacheResult::Miss)))
                 }
                 Err(error) => {
                     let error = Arc::new(error.into());
@@ -299,15 +299,15 @@ where
                 } => {
                     let result =
                         if refresh && self.refresh_in_background(key, service, request, draws) {
-                            "early_refresh"
+                            CacheResult::EarlyRefresh
                         } else {
-                            "hit"
+                            CacheResult::Hit
                         };
                     return Looked::now(answer(), Served::hit(result, Some(expires_in)));
                 }
                 Verdict::Stale => {
                     self.refresh_in_background(key, service, request, draws);
-                    return Looked::now(answer(), Served::new("stale"));
+                    return Looked::now(answer(), Served::new(CacheResult::Stale));
                 }
                 Verdict::Load { or_stale } => {
                     if or_stale {

@@ -92,5 +92,5 @@ pub use self::memory::MemoryStore;
 pub use self::policy::TtlJitter;
 pub use self::service::Cache;
 #[cfg(feature = "redis")]
-pub(crate) use self::store::{Draws, Looked, Served, sealed};
+pub(crate) use self::store::{CacheResult, Draws, Lease, Looked, Served, sealed};
 pub use self::store::{Store, StoreFor};

@@ -57,34 +57,91 @@ impl Draws {
     }
 }
 
-/// How a request was served, for telemetry; shared by every caller of a flight.
+/// How a request was served, for telemetry; shared by every caller of a
+/// flight. Small (it is carried by every answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Served {
-    /// `hit`, `miss`, `early_refresh` or `stale`.
-    pub(crate) result: &'static str,
+    result: CacheResult,
+    lease: Option<Lease>,
     /// On a hit: how long until the value expires.
     pub(crate) expires_in: Option<Duration>,
-    /// Redis: how the fill went across replicas (see `REDIS_LEASE`).
-    pub(crate) lease: Option<&'static str>,
     /// Redis: time spent polling for another replica's load.
     pub(crate) waited: Duration,
 }
 
+/// What the cache did (`dephase.cache.result`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CacheResult {
+    Hit,
+    Miss,
+    EarlyRefresh,
+    Stale,
+}
+
+/// How a Redis fill went across replicas (`dephase.redis.lease`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lease {
+    /// The value was in Redis.
+    None,
+    Acquired,
+    Waited,
+    Deadline,
+    Degraded,
+}
+
+impl Lease {
+    fn as_str(self) -> &'static str {
+        match self {
+            Lease::None => "none",
+            Lease::Acquired => "acquired",
+            Lease::Waited => "waited",
+            Lease::Deadline => "deadline",
+            Lease::Degraded => "degraded",
+        }
+    }
+}
+
 impl Served {
-    pub(crate) const fn new(result: &'static str) -> Served {
+    pub(crate) const MISS: CacheResult = CacheResult::Miss;
+    pub(crate) const STALE: CacheResult = CacheResult::Stale;
+
+    pub(crate) const fn new(result: CacheResult) -> Served {
         Served {
             result,
-            expires_in: None,
             lease: None,
+            expires_in: None,
             waited: Duration::ZERO,
         }
     }
 
-    pub(crate) const fn hit(result: &'static str, expires_in: Option<Duration>) -> Served {
+    /// A hit (or an early refresh), expiring in `expires_in`.
+    pub(crate) const fn hit(result: CacheResult, expires_in: Option<Duration>) -> Served {
         Served {
             expires_in,
             ..Served::new(result)
         }
+    }
+
+    /// The same, served through a Redis fill.
+    pub(crate) const fn leased(self, lease: Lease, waited: Duration) -> Served {
+        Served {
+            lease: Some(lease),
+            waited,
+            ..self
+        }
+    }
+
+    pub(crate) fn result(&self) -> &'static str {
+        match self.result {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::EarlyRefresh => "early_refresh",
+            CacheResult::Stale => "stale",
+        }
+    }
+
+    pub(crate) fn lease(&self) -> Option<&'static str> {
+        self.lease.map(Lease::as_str)
     }
 }
 
@@ -121,7 +178,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Looked<K, T> {
 impl<K: Hash + Eq + Clone, T: Clone> std::fmt::Debug for Looked<K, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
-            LookedKind::Now(_, served) => served.result,
+            LookedKind::Now(_, served) => served.result(),
             LookedKind::Flight { .. } => "flight",
         };
         f.debug_struct("Looked").field("kind", &kind).finish()

@@ -1,5 +1,5 @@
-//! A keyed request's future: answered at once, its own call (no key), or
-//! its place in a flight.
+//! A keyed request's future: its own call (no key), or its place in a
+//! flight.
 
 use std::future::Future;
 use std::hash::Hash;
@@ -22,8 +22,6 @@ pin_project! {
         K: Clone,
         V: Clone,
     {
-        // Known already (a cache hit).
-        Answered { answer: Option<Result<V, BoxError>> },
         // The request has no key: its own call.
         Direct { #[pin] future: F },
         // The request's place in its key's flight.
@@ -31,8 +29,7 @@ pin_project! {
     }
 }
 
-/// How a keyed request ended: its own call's result, or the flight's (or
-/// the answer's).
+/// How a keyed request ended: its own call's result, or the flight's.
 #[derive(Debug)]
 pub(crate) enum Landed<R, V> {
     Direct(R),
@@ -40,12 +37,6 @@ pub(crate) enum Landed<R, V> {
 }
 
 impl<F, K: Hash + Eq + Clone, V: Clone> Keyed<F, K, V> {
-    pub(crate) fn answered(answer: Result<V, BoxError>) -> Self {
-        Keyed::Answered {
-            answer: Some(answer),
-        }
-    }
-
     pub(crate) fn direct(future: F) -> Self {
         Keyed::Direct { future }
     }
@@ -62,10 +53,9 @@ impl<F, K: Hash + Eq + Clone, V: Clone> Keyed<F, K, V> {
         }
     }
 
-    /// `answered`, `direct` or `shared`: for `Debug`.
+    /// `direct` or `shared`: for `Debug`.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
-            Keyed::Answered { .. } => "answered",
             Keyed::Direct { .. } => "direct",
             Keyed::Shared { .. } => "shared",
         }
@@ -78,11 +68,6 @@ impl<F: Future, K: Hash + Eq + Clone, V: Clone> Keyed<F, K, V> {
         cx: &mut Context<'_>,
     ) -> Poll<Landed<F::Output, V>> {
         match self.project() {
-            KeyedProj::Answered { answer } => Poll::Ready(Landed::Shared(
-                answer
-                    .take()
-                    .expect("an answer is polled after it completed"),
-            )),
             KeyedProj::Direct { future } => Poll::Ready(Landed::Direct(ready!(future.poll(cx)))),
             KeyedProj::Shared { waiter } => Poll::Ready(Landed::Shared(ready!(waiter.poll(cx)))),
         }

@@ -18,8 +18,8 @@ use super::lease::{self, Found, Names};
 use super::stats::bump;
 use super::store::RedisStore;
 use crate::BoxError;
-use crate::cache::Served;
 use crate::cache::policy::Verdict;
+use crate::cache::{CacheResult, Lease, Served};
 use crate::rng::{RngSource, Stream};
 use crate::telemetry::{self, CACHE_TTL_OFFSET_MS};
 
@@ -74,11 +74,7 @@ where
     let mut polls = 0u32;
     // Counts this flight in `waiting` from its first poll until it ends.
     let mut _waiting = None;
-    let served = |result, lease, waited| Served {
-        lease: Some(lease),
-        waited,
-        ..Served::new(result)
-    };
+    let served = |result, lease, waited| Served::new(result).leased(lease, waited);
     // The first lookup is a plain GET + PTTL (what a hit costs); only a
     // miss runs the script that also takes the lease.
     let mut take_lease = None;
@@ -96,15 +92,15 @@ where
             bump(&shared.counters.waited);
         }
         let lease = if waited > Duration::ZERO {
-            "waited"
+            Lease::Waited
         } else {
-            "none"
+            Lease::None
         };
         match found {
             None => {
                 bump(&shared.counters.degraded);
                 let value = store.call_origin(&mut service, request).await?;
-                return Ok((value, served("miss", "degraded", waited)));
+                return Ok((value, served(CacheResult::Miss, Lease::Degraded, waited)));
             }
             Some(Found::Value(bytes, pttl)) => {
                 let Some((header, value)) = decode::<T>(&bytes) else {
@@ -116,7 +112,7 @@ where
                     );
                     bump(&shared.counters.degraded);
                     let value = store.call_origin(&mut service, request).await?;
-                    return Ok((value, served("miss", "degraded", waited)));
+                    return Ok((value, served(CacheResult::Miss, Lease::Degraded, waited)));
                 };
                 let age = age(pttl, header.stale);
                 let freshness = &config.freshness;
@@ -129,24 +125,19 @@ where
                     // stale window it was written with.
                     bump(&shared.counters.stale);
                     store.refresh_in_background(key, service, request, rng, pttl);
-                    return Ok((value, served("stale", lease, waited)));
+                    return Ok((value, served(CacheResult::Stale, lease, waited)));
                 };
                 bump(&shared.counters.hits);
                 let result =
                     if refresh && store.refresh_in_background(key, service, request, rng, pttl) {
                         bump(&shared.counters.early_refreshes);
-                        "early_refresh"
+                        CacheResult::EarlyRefresh
                     } else {
-                        "hit"
+                        CacheResult::Hit
                     };
                 let expires_in = (expires_in < Duration::MAX).then_some(expires_in);
-                return Ok((
-                    value,
-                    Served {
-                        expires_in,
-                        ..served(result, lease, waited)
-                    },
-                ));
+                let served = Served::hit(result, expires_in).leased(lease, waited);
+                return Ok((value, served));
             }
             Some(Found::Missing) => {
                 token = new_token();
@@ -157,14 +148,14 @@ where
                 let value = store
                     .load(&key, held, &mut service, request, &mut rng)
                     .await?;
-                return Ok((value, served("miss", "acquired", waited)));
+                return Ok((value, served(CacheResult::Miss, Lease::Acquired, waited)));
             }
             Some(Found::Held) => {
                 let now = Instant::now();
                 if now >= deadline {
                     bump(&shared.counters.wait_deadlines);
                     let value = store.call_origin(&mut service, request).await?;
-                    return Ok((value, served("miss", "deadline", waited)));
+                    return Ok((value, served(CacheResult::Miss, Lease::Deadline, waited)));
                 }
                 // Equal jitter on 5 ms · 2ⁿ, at most 50 ms: replicas that
                 // missed together do not poll together.

@@ -35,7 +35,7 @@ pin_project! {
         B: Clone,
     {
         #[pin]
-        attempt: SendLater<S, Req, Unsent<B>>,
+        attempt: Attempt<S, Req, B>,
         control: Control<S, C, R, B, Req>,
     }
 
@@ -52,12 +52,29 @@ pin_project! {
             let this = this.project();
             let control = this.control;
             if control.retrying.as_ref().is_some_and(|r| !r.recorded) {
-                if this.attempt.is_sent() {
-                    control.attempts += 1;
+                if let AttemptProj::Resend { later } = this.attempt.project() {
+                    if later.is_sent() {
+                        control.attempts += 1;
+                    }
                 }
                 control.record_span();
             }
         }
+    }
+}
+
+pin_project! {
+    /// The attempt in flight: the first, sent by `call` (the success path
+    /// keeps the future small), or a re-send, boxed (a retried request
+    /// sleeps anyway; the box is reused from one re-send to the next).
+    #[project = AttemptProj]
+    enum Attempt<S, Req, B>
+    where
+        S: Service<Req>,
+        B: RetryBudget,
+    {
+        First { #[pin] future: S::Future },
+        Resend { later: Pin<Box<SendLater<S, Req, Unsent<B>>>> },
     }
 }
 
@@ -133,7 +150,7 @@ where
     ) -> Self {
         let started = policy.deadline.map(|_| Instant::now());
         ResponseFuture {
-            attempt: SendLater::called(future),
+            attempt: Attempt::First { future },
             control: Control {
                 policy,
                 service,
@@ -159,38 +176,42 @@ where
         let mut this = self.project();
         let control = this.control;
         loop {
-            let result = ready!(this.attempt.as_mut().poll(cx));
-            // Take back what the finished attempt held.
-            let resent = this.attempt.is_sent() && control.retrying.is_some();
-            let paid = this.attempt.as_mut().take_spent().flatten();
-            if let Some(service) = this.attempt.as_mut().take_service() {
-                control.service = Some(service);
-            }
-            if let Some(retrying) = control.retrying.as_mut() {
-                retrying.slept += this.attempt.waited();
-                if let Some(sleep) = this.attempt.as_mut().take_sleep() {
-                    retrying.sleep = Some(sleep);
+            let (result, paid) = match this.attempt.as_mut().project() {
+                AttemptProj::First { future } => (ready!(future.poll(cx)), None),
+                AttemptProj::Resend { later } => {
+                    let result = ready!(later.as_mut().poll(cx));
+                    // Take back what the finished re-send held.
+                    let retrying = control
+                        .retrying
+                        .as_mut()
+                        .expect("a re-send is planned with its retry state");
+                    retrying.slept += later.waited();
+                    retrying.sleep = later.as_mut().take_sleep();
+                    control.service = later.as_mut().take_service();
+                    if !later.is_sent() {
+                        // The service failed to get ready for the re-send:
+                        // that error is the caller's answer.
+                        control.record_span();
+                        return Poll::Ready(result);
+                    }
+                    control.attempts += 1;
+                    (result, later.as_mut().take_spent().flatten())
                 }
-            }
-            if resent {
-                control.attempts += 1;
-            } else if control.retrying.is_some() && result.is_err() {
-                // The service failed to get ready for the re-send: that
-                // error is the caller's answer.
-                control.record_span();
-                return Poll::Ready(result);
-            }
+            };
             let outcome = control.policy.classify.classify(result.as_ref());
             let Some(wanted) = control.policy.book(outcome, paid) else {
                 control.record_span();
                 return Poll::Ready(result);
             };
-            match control.plan(wanted) {
-                Some(next) => this.attempt.set(next),
-                None => {
-                    control.record_span();
-                    return Poll::Ready(result);
-                }
+            let Some(next) = control.plan(wanted) else {
+                control.record_span();
+                return Poll::Ready(result);
+            };
+            match this.attempt.as_mut().project() {
+                AttemptProj::Resend { later } => later.set(next),
+                AttemptProj::First { .. } => this.attempt.set(Attempt::Resend {
+                    later: Box::pin(next),
+                }),
             }
         }
     }
@@ -317,8 +338,12 @@ where
     B: RetryBudget + Clone,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let attempt: &dyn fmt::Debug = match &self.attempt {
+            Attempt::First { .. } => &"first",
+            Attempt::Resend { later } => later,
+        };
         f.debug_struct("ResponseFuture")
-            .field("attempt", &self.attempt)
+            .field("attempt", attempt)
             .field("attempts", &self.control.attempts)
             .field("slept", &self.control.retrying.as_ref().map(|r| r.slept))
             .finish_non_exhaustive()
