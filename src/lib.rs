@@ -100,6 +100,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[macro_use]
 mod macros;
 
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub mod axum;
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
@@ -141,6 +144,12 @@ pub use crate::throttle::{Throttle, ThrottleLayer, Throttler};
 /// The README's code blocks, compiled (and run) as doctests so they stay
 /// true. They use the HTTP integrations and the Redis store, so they are
 /// checked when every feature is on (`cargo test --all-features`).
-#[cfg(all(doctest, feature = "http", feature = "reqwest", feature = "redis"))]
+#[cfg(all(
+    doctest,
+    feature = "http",
+    feature = "reqwest-middleware",
+    feature = "axum",
+    feature = "redis"
+))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -23,6 +23,11 @@ mod otel_stdout;
 #[path = "../examples/reqwest_client.rs"]
 mod reqwest_client;
 
+#[cfg(feature = "reqwest-middleware")]
+#[allow(dead_code)]
+#[path = "../examples/reqwest_middleware.rs"]
+mod reqwest_middleware;
+
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::InMemorySpanExporter;
 
@@ -97,4 +102,19 @@ async fn otel_stdout_exports_the_attributes() {
         .collect();
     roles.sort();
     assert_eq!(roles, ["follower", "leader"]);
+}
+
+/// The reqwest-middleware client retries a `503 + Retry-After` origin
+/// through `DephaseMiddleware`, with a budget shared by two clients; a
+/// middleware after dephase's sees every attempt and its number.
+#[cfg(feature = "reqwest-middleware")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reqwest_middleware_retries_with_a_shared_budget() {
+    let summary = reqwest_middleware::run().await.unwrap();
+    assert_eq!(summary.first_status, 200, "{summary:?}");
+    assert_eq!(summary.attempts_seen, [1, 2, 3], "{summary:?}");
+    assert_eq!(summary.second_status, 200, "{summary:?}");
+    assert_eq!(summary.origin_requests, 5, "{summary:?}");
+    // 2 retries a second over 10 s, plus 20% of 2 requests, less 3 retries.
+    assert!((summary.budget_left - 17.4).abs() < 1e-9, "{summary:?}");
 }

@@ -80,6 +80,7 @@ pub(crate) enum CacheResult {
 
 /// How a Redis fill went across replicas (`dephase.redis.lease`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) enum Lease {
     /// The value was in Redis.
     None,
@@ -123,6 +124,7 @@ impl Served {
     }
 
     /// The same, served through a Redis fill.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) const fn leased(self, lease: Lease, waited: Duration) -> Served {
         Served {
             lease: Some(lease),

@@ -43,3 +43,18 @@ impl<P: Book> Book for Option<P> {
         }
     }
 }
+
+/// An optional admitter: `None` admits every call (and books nothing), so
+/// that one service type serves with or without a breaker or a throttle.
+impl<Req, A: Admit<Req>> Admit<Req> for Option<A> {
+    type Permit = Option<A::Permit>;
+    type Rejection = A::Rejection;
+
+    fn admit(&mut self, request: &Req) -> Result<Self::Permit, Self::Rejection> {
+        self.as_mut().map(|admit| admit.admit(request)).transpose()
+    }
+
+    fn rejected(rejection: &Self::Rejection) {
+        A::rejected(rejection);
+    }
+}

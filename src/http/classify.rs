@@ -194,6 +194,13 @@ fn walkable<E: 'static>(error: &E) -> Option<&(dyn StdError + 'static)> {
     if let Some(error) = error.downcast_ref::<reqwest::Error>() {
         return Some(error);
     }
+    #[cfg(feature = "reqwest-middleware")]
+    if let Some(error) = error.downcast_ref::<reqwest_middleware::Error>() {
+        return Some(match error {
+            reqwest_middleware::Error::Reqwest(error) => error,
+            reqwest_middleware::Error::Middleware(error) => error.as_ref(),
+        });
+    }
     None
 }
 

@@ -79,11 +79,16 @@ pub mod error;
 mod fanout;
 pub mod future;
 mod key;
+#[cfg(feature = "reqwest-middleware")]
+mod middleware;
 mod replay;
 
 pub use self::classify::{HttpClassifier, classify_error, parse_retry_after};
 pub use self::fanout::{Collect, Collected, Fanout, FanoutBody, FanoutLayer};
 pub use self::key::{HttpKey, RequestKey};
+#[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
+pub use self::middleware::DephaseMiddleware;
 pub use self::replay::{
     IDEMPOTENCY_KEY, IdempotentRequests, Replay, ReplayBody, ReplayLayer, ReplayableBody,
 };

@@ -18,6 +18,7 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 use tracing::{Level, Span};
 
+use super::attempt::Attempt as Number;
 use super::policy::{CloneRequest, Plan, RetryPolicy, Stop, Wanted};
 use crate::backoff::Sequence;
 use crate::budget::{RetryBudget, Withdrawal};
@@ -258,10 +259,11 @@ where
         if policy.budget.is_some() {
             retrying.budget = Some("granted");
         }
-        let copy = self.copy.take().expect("planned with a copy");
+        let mut copy = self.copy.take().expect("planned with a copy");
         if self.attempts + 1 < policy.max_attempts {
             self.copy = policy.clone.clone_request(&copy);
         }
+        policy.clone.mark(&mut copy, Number::new(self.attempts + 1));
         let service = self.service.take().expect("planned with a service");
         telemetry::count::retry(wanted.reason, delay);
         tracing::event!(

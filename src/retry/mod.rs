@@ -70,11 +70,13 @@
 //! # Ok(()) }
 //! ```
 
+mod attempt;
 pub mod future;
 mod layer;
 mod policy;
 mod service;
 
+pub use self::attempt::Attempt;
 pub use self::layer::RetryLayer;
 pub use self::policy::{CloneRequest, CloneRequests, RetryPolicy, RetryPolicyBuilder};
 pub use self::service::Retry;

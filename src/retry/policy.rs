@@ -31,6 +31,17 @@ pub trait CloneRequest<Req> {
         let _ = copy;
         true
     }
+
+    /// Marks a re-send with its [`Attempt`](super::Attempt) number, just
+    /// before it is sent (nothing by default). [`IdempotentRequests`] puts
+    /// it into an `http::Request`'s extensions. The first attempt is not
+    /// marked (that would cost every request an allocation): a layer that
+    /// finds no `Attempt` is below the first.
+    ///
+    /// [`IdempotentRequests`]: crate::http::IdempotentRequests
+    fn mark(&self, copy: &mut Req, attempt: super::Attempt) {
+        let _ = (copy, attempt);
+    }
 }
 
 impl<F, Req> CloneRequest<Req> for F

@@ -86,6 +86,10 @@ impl<B: ReplayableBody> CloneRequest<Request<B>> for IdempotentRequests {
     fn can_resend(&self, copy: &Request<B>) -> bool {
         copy.body().can_replay()
     }
+
+    fn mark(&self, copy: &mut Request<B>, attempt: crate::retry::Attempt) {
+        copy.extensions_mut().insert(attempt);
+    }
 }
 
 #[cfg(feature = "reqwest")]

@@ -1,0 +1,46 @@
+//! axum responses for dephase's rejections (feature `axum`).
+//!
+//! A breaker, a throttle or a pacer on an axum `Router` turns some requests
+//! away with a typed error, and a `Router` only takes services that never
+//! fail. [`RejectionLayer`], outermost, turns every dephase rejection into
+//! the response it stands for, and any other error into a `500`, so
+//! `Router::layer(...)` works without `HandleErrorLayer`:
+//!
+//! | rejection | response |
+//! |---|---|
+//! | a breaker's [`Rejected`](crate::breaker::error::Rejected) | `503 Service Unavailable`, `Retry-After` rounded up (none while isolated) |
+//! | a pacer's [`Overloaded`](crate::pace::error::Overloaded) | `429 Too Many Requests`, `Retry-After`: when the turn would be within the maximum wait, rounded up |
+//! | a throttle's [`Throttled`](crate::throttle::error::Throttled) | `503 Service Unavailable`, `Retry-After: 1` |
+//!
+//! Each of them is also `IntoResponse`, for handlers that use a
+//! [`Breaker`](crate::breaker::Breaker) or a [`Pacer`](crate::pace::Pacer)
+//! directly.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use dephase::axum::RejectionLayer;
+//! use dephase::breaker::{Breaker, CircuitBreakerLayer};
+//! use dephase::pace::{PaceLayer, Pacer};
+//! use tower::ServiceBuilder;
+//!
+//! # fn main() -> Result<(), dephase::ConfigError> {
+//! let breaker = Breaker::builder().build()?;
+//! let pacer = Pacer::builder().rate(100, Duration::from_secs(1)).max_wait(Duration::from_secs(1)).build()?;
+//! let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(
+//!     ServiceBuilder::new()
+//!         .layer(RejectionLayer::new())
+//!         .layer(CircuitBreakerLayer::new(breaker))
+//!         .layer(PaceLayer::new(pacer)),
+//! );
+//! # let _ = app;
+//! # Ok(()) }
+//! ```
+
+pub mod future;
+mod layer;
+mod response;
+mod service;
+
+pub use self::layer::RejectionLayer;
+pub use self::service::HandleRejection;
