@@ -22,7 +22,7 @@ use axum::response::IntoResponse;
 use dephase::BoxError;
 use dephase::backoff::{ExponentialBackoff, Jitter};
 use dephase::breaker::Breaker;
-use dephase::budget::{RatioBudget, RetryBudget};
+use dephase::budget::RatioBudget;
 use dephase::http::{DephaseMiddleware, HttpClassifier, IdempotentRequests};
 use dephase::retry::{Attempt, RetryPolicy};
 use http::Extensions;

@@ -111,6 +111,41 @@ where
     }
 }
 
+/// A classifier from a closure, with the closure's signature fixed for it:
+/// `|result| ...` then needs no lifetime gymnastics (a bare closure passed
+/// to `.classify(...)` must spell `for<'a> Fn(Result<&'a Res, &'a E>)` to
+/// compile), only the types the body uses.
+///
+/// ```
+/// use dephase::classify::{self, Classify, Outcome};
+///
+/// let classifier = classify::from_fn(|result: Result<&u16, &std::io::Error>| match result {
+///     Ok(503) => Outcome::retry("unavailable"),
+///     Ok(_) => Outcome::Success,
+///     Err(_) => Outcome::retry("io"),
+/// });
+/// assert!(classifier.classify(Ok(&503)).is_retryable());
+/// ```
+pub fn from_fn<Res, E, F>(f: F) -> FromFn<F>
+where
+    F: Fn(Result<&Res, &E>) -> Outcome,
+{
+    FromFn(f)
+}
+
+/// The classifier [`from_fn`] makes.
+#[derive(Debug, Clone, Copy)]
+pub struct FromFn<F>(F);
+
+impl<F, Res, E> Classify<Res, E> for FromFn<F>
+where
+    F: Fn(Result<&Res, &E>) -> Outcome,
+{
+    fn classify(&self, result: Result<&Res, &E>) -> Outcome {
+        (self.0)(result)
+    }
+}
+
 /// The default classifier: every `Ok` is a success, every `Err` is retryable.
 ///
 /// ```

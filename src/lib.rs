@@ -17,6 +17,11 @@
 //! records the offset it applied on the current `tracing` span, so you can
 //! see it in your traces (names in [`telemetry`]).
 //!
+//! These docs show what the features you built with turn on: `cargo doc`
+//! without `--all-features` leaves out the `reqwest`, `reqwest-middleware`,
+//! `axum`, `otel` and `redis` parts (docs.rs shows them all). The common
+//! names are in one import, [`prelude`].
+//!
 //! # What is here
 //!
 //! | module | what it does |
@@ -29,17 +34,21 @@
 //! | [`pace`] | admission that waits instead of rejecting: callers released first come first served at a governor quota's rate, with jitter, up to a maximum wait |
 //! | [`throttle`] | adaptive client-side throttling (Google SRE): shed locally in proportion to what the backend refuses |
 //! | [`coalesce`] | request coalescing (singleflight): one call per key in flight, its result to every concurrent caller; no spinning waiters, cancel- and panic-safe |
-//! | [`cache`] | a cache on a bounded moka store: XFetch early refresh in the background, TTL jitter, coalesced misses, stale-while-revalidate and stale-if-error |
+//! | [`guard`] | the engine of the breaker and the throttle — admit, call, book — for your own admission policies |
+//! | [`cache`] | one cache layer over a [`MemoryStore`] (bounded moka) or a Redis store: XFetch early refresh in the background, TTL jitter, coalesced misses, stale-while-revalidate and stale-if-error |
 //! | [`classify`] | the one [`Classify`] trait that tells every layer what a result means |
 //! | [`measure`] | spread statistics (peak per bucket, peak-to-mean, standard deviation, max concurrency) to prove that dephasing works |
 //! | `http` (feature `http`, default) | what an HTTP result means (`HttpClassifier`, `Retry-After`), which requests may be re-sent (`IdempotentRequests`), streaming bodies replayed by retries (`ReplayBody`), request keys and response fan-out for coalescing and caching (`RequestKey`, `FanoutLayer`) |
 //! | `redis` (feature `redis`) | a cache store in Redis shared by every replica, with leases (`SET NX PX`) so that one replica in the fleet refills an expired key; falls back to in-process coalescing when Redis is slow or down |
+//! | `axum` (feature `axum`) | responses for the layers' rejections, and a layer that turns them into responses on a `Router` |
 //! | [`telemetry`] | the names of the span fields and events every layer records; with the `otel` feature, OpenTelemetry metrics |
 //!
 //! Features: `http` (default: the `http` module), `hyper-util` (default:
 //! the HTTP classifier knows hyper-util's client error), `reqwest`
-//! (classify and re-send `reqwest` requests), `otel` (count through the
-//! `opentelemetry` metrics API), `redis` (the `redis` module).
+//! (classify and re-send `reqwest` requests), `reqwest-middleware` (the
+//! layers as a `reqwest_middleware::Middleware`), `axum` (the `axum`
+//! module), `otel` (count through the `opentelemetry` metrics API),
+//! `redis` (the `redis` module).
 //!
 //! # Example
 //!
@@ -119,6 +128,7 @@ mod later;
 pub mod measure;
 pub mod offset;
 pub mod pace;
+pub mod prelude;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
@@ -130,15 +140,18 @@ pub mod throttle;
 mod window;
 
 pub use crate::backoff::{ExponentialBackoff, Jitter};
+pub use crate::breaker::error::Rejected;
 pub use crate::breaker::{Breaker, CircuitBreaker, CircuitBreakerLayer};
 pub use crate::budget::{RatioBudget, RetryBudget, TokenBucket};
-pub use crate::cache::{Cache, CacheLayer, MemoryStore};
+pub use crate::cache::{Cache, CacheLayer, MemoryStore, TtlJitter};
 pub use crate::classify::{Classify, Outcome};
 pub use crate::coalesce::{Coalesce, CoalesceLayer};
 pub use crate::error::ConfigError;
 pub use crate::offset::{Offset, Ticker};
+pub use crate::pace::error::Overloaded;
 pub use crate::pace::{Pace, PaceLayer, Pacer};
 pub use crate::retry::{Retry, RetryLayer, RetryPolicy};
+pub use crate::throttle::error::Throttled;
 pub use crate::throttle::{Throttle, ThrottleLayer, Throttler};
 
 /// The README's code blocks, compiled (and run) as doctests so they stay

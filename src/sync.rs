@@ -3,6 +3,6 @@
 //! (`RUSTFLAGS="--cfg dephase_loom"`, `tests/loom.rs`).
 
 #[cfg(dephase_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 #[cfg(not(dephase_loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};

@@ -487,7 +487,26 @@ async fn only_retryable_outcomes_are_retried() {
     );
     svc.ready().await.unwrap().call(1).await.unwrap_err();
     assert_eq!(flaky.calls(), 1);
-    assert_eq!(budget.balance(), 9.0, "but it counts as a failure");
+    // gRFC A6 counts only retryable failures against the throttle: a fatal
+    // one leaves the gRPC bucket alone...
+    assert_eq!(budget.balance(), 10.0, "A6: not a retryable failure");
+    // ...while a bucket that counts every failure takes its cost.
+    let every = TokenBucket::builder()
+        .capacity(10.0)
+        .retry_cost(0.0)
+        .failure_cost(1.0)
+        .build()
+        .unwrap();
+    let mut svc = Retry::new(
+        flaky.clone(),
+        policy(5, Jitter::Full)
+            .classify(fatal)
+            .budget(every.clone())
+            .build()
+            .unwrap(),
+    );
+    svc.ready().await.unwrap().call(1).await.unwrap_err();
+    assert_eq!(every.balance(), 9.0, "but it counts as a failure");
 }
 
 /// `poll_ready` is forwarded, and a retry waits for the service to be ready.

@@ -1,16 +1,17 @@
 //! [`BreakerBuilder`]: a breaker's settings, checked when it is built.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::handle::Breaker;
-use super::state::{Config, Core, MAX_PROBES, PER_MILLION, Trip};
+use super::state::{BreakerEvent, Config, Core, HalfOpen, Listener, MAX_PROBES, PER_MILLION, Trip};
 use crate::backoff::{ExponentialBackoff, Jitter};
 use crate::error::{ConfigError, check_f64};
 use crate::window;
 
 /// Builds a [`Breaker`]; [`build`](Self::build) checks every field.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BreakerBuilder {
     failure_rate: f64,
     minimum_calls: u32,
@@ -18,8 +19,27 @@ pub struct BreakerBuilder {
     buckets: u32,
     consecutive: Option<u32>,
     slow_call: Option<Duration>,
+    slow_call_rate: Option<f64>,
     open_time: Option<ExponentialBackoff>,
     probes: u32,
+    half_open_by_rate: bool,
+    listener: Option<Listener>,
+}
+
+impl fmt::Debug for BreakerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerBuilder")
+            .field("failure_rate", &self.failure_rate)
+            .field("minimum_calls", &self.minimum_calls)
+            .field("window", &self.window)
+            .field("buckets", &self.buckets)
+            .field("consecutive", &self.consecutive)
+            .field("slow_call", &self.slow_call)
+            .field("slow_call_rate", &self.slow_call_rate)
+            .field("probes", &self.probes)
+            .field("half_open_by_rate", &self.half_open_by_rate)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for BreakerBuilder {
@@ -31,8 +51,11 @@ impl Default for BreakerBuilder {
             buckets: 10,
             consecutive: None,
             slow_call: None,
+            slow_call_rate: None,
             open_time: None,
             probes: 3,
+            half_open_by_rate: false,
+            listener: None,
         }
     }
 }
@@ -76,6 +99,18 @@ impl BreakerBuilder {
     /// Count a call that takes longer than `limit` as a failure.
     pub fn slow_call(mut self, limit: Duration) -> Self {
         self.slow_call = Some(limit);
+        self.slow_call_rate = None;
+        self
+    }
+
+    /// resilience4j's slow-call rate: calls longer than `limit` are counted
+    /// on their own (not as failures), and the breaker also trips when they
+    /// are at least `share` of the calls in the window, once the minimum of
+    /// calls is in — two thresholds, the failure rate and this one. Needs
+    /// the failure-rate trip. `share` is kept to a millionth.
+    pub fn slow_call_rate(mut self, limit: Duration, share: f64) -> Self {
+        self.slow_call = Some(limit);
+        self.slow_call_rate = Some(share);
         self
     }
 
@@ -91,6 +126,42 @@ impl BreakerBuilder {
     /// succeed to close: 1 to 1023.
     pub fn half_open_probes(mut self, probes: u32) -> Self {
         self.probes = probes;
+        self
+    }
+
+    /// Decides the half-open state as resilience4j does: once all the
+    /// probes are done, open again if their failures (a slow probe counts as
+    /// one) are at least the failure-rate threshold, else close. The
+    /// default decides as each probe ends: all must succeed, one failure
+    /// opens.
+    pub fn half_open_by_failure_rate(mut self) -> Self {
+        self.half_open_by_rate = true;
+        self
+    }
+
+    /// Calls `listener` with every [`BreakerEvent`] (transitions and
+    /// rejections), synchronously, on the thread of the call that caused
+    /// it: keep it short. Nothing is called on the closed path.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use dephase::breaker::{Breaker, BreakerEvent, State};
+    ///
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let breaker = Breaker::builder()
+    ///     .consecutive_failures(1)
+    ///     .on_event(move |event| log.lock().unwrap().push(*event))
+    ///     .build()?;
+    /// breaker.acquire().unwrap().record(dephase::Outcome::failure("down"));
+    /// assert!(matches!(
+    ///     seen.lock().unwrap()[0],
+    ///     BreakerEvent::Transition { from: State::Closed, to: State::Open, .. }
+    /// ));
+    /// # Ok::<(), dephase::ConfigError>(())
+    /// ```
+    pub fn on_event(mut self, listener: impl Fn(&BreakerEvent) + Send + Sync + 'static) -> Self {
+        self.listener = Some(Listener(Arc::new(listener)));
         self
     }
 
@@ -160,6 +231,34 @@ impl BreakerBuilder {
                 format!("must be between 1 and {MAX_PROBES} (got {})", self.probes),
             ));
         }
+        let slow_call_rate = match self.slow_call_rate {
+            None => None,
+            Some(_) if matches!(trip, Trip::Consecutive(_)) => {
+                return Err(ConfigError::new(
+                    "breaker.slow_call_rate",
+                    "needs the failure-rate trip (not consecutive failures)",
+                ));
+            }
+            Some(share) => {
+                let share = check_f64("breaker.slow_call_rate", share, 0.0, 1.0)?;
+                let share = (share * PER_MILLION as f64).round() as u64;
+                if share == 0 {
+                    return Err(ConfigError::new(
+                        "breaker.slow_call_rate",
+                        "must be at least a millionth",
+                    ));
+                }
+                Some(share)
+            }
+        };
+        // The half-open failure rate is the failure-rate threshold (the
+        // default 50% with consecutive failures).
+        let half_open = if self.half_open_by_rate {
+            let threshold = check_f64("breaker.failure_rate", self.failure_rate, 0.0, 1.0)?;
+            HalfOpen::FailureRate(((threshold * PER_MILLION as f64).round() as u64).max(1))
+        } else {
+            HalfOpen::AllSucceed
+        };
         let open_time = match &self.open_time {
             Some(backoff) => backoff.clone(),
             None => ExponentialBackoff::builder()
@@ -172,8 +271,11 @@ impl BreakerBuilder {
         Ok(Config {
             trip,
             slow_call: self.slow_call,
+            slow_call_rate,
             open_time,
             probes: self.probes,
+            half_open,
+            listener: self.listener.clone(),
         })
     }
 }

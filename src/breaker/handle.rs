@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::builder::BreakerBuilder;
 use super::error::Rejected;
-use super::state::{self, Core, Permit, State};
+use super::state::{self, BreakerStats, Core, Permit, State};
 use crate::classify::{Classify, RetryErrors};
 
 /// A circuit breaker's shared state. Cheap to clone; clones are the same breaker.
@@ -28,6 +28,13 @@ impl Breaker {
     /// Where the breaker is now.
     pub fn state(&self) -> State {
         self.core.state()
+    }
+
+    /// What the breaker has done since it was built (read from counters
+    /// that only the transitions and the rejections write: nothing on the
+    /// closed path).
+    pub fn stats(&self) -> BreakerStats {
+        self.core.stats()
     }
 
     /// When an open (or half-open) breaker will next admit a call; `None`

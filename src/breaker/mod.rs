@@ -81,4 +81,4 @@ pub use self::handle::Breaker;
 pub use self::keyed::{KeyedBreaker, PerKey};
 pub use self::layer::CircuitBreakerLayer;
 pub use self::service::CircuitBreaker;
-pub use self::state::{Permit, State};
+pub use self::state::{BreakerEvent, BreakerStats, Permit, State};

@@ -14,7 +14,7 @@
 use std::fmt;
 use std::sync::atomic::Ordering;
 
-use crate::sync::{AtomicU32, AtomicU64};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -81,9 +81,11 @@ const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 const SUCCEEDED_SHIFT: u32 = TAG_BITS;
 const ADMITTED_SHIFT: u32 = TAG_BITS + COUNT_BITS;
-const EPOCH_SHIFT: u32 = TAG_BITS + 2 * COUNT_BITS;
+const FAILED_SHIFT: u32 = TAG_BITS + 2 * COUNT_BITS;
+const EPOCH_SHIFT: u32 = TAG_BITS + 3 * COUNT_BITS;
 const ONE_ADMITTED: u64 = 1 << ADMITTED_SHIFT;
 const ONE_SUCCEEDED: u64 = 1 << SUCCEEDED_SHIFT;
+const ONE_FAILED: u64 = 1 << FAILED_SHIFT;
 
 /// The unit of a failure-rate threshold: millionths.
 pub(super) const PER_MILLION: u64 = 1_000_000;
@@ -111,6 +113,9 @@ fn admitted(word: u64) -> u32 {
 }
 fn succeeded(word: u64) -> u32 {
     ((word >> SUCCEEDED_SHIFT) & COUNT_MASK) as u32
+}
+fn failed(word: u64) -> u32 {
+    ((word >> FAILED_SHIFT) & COUNT_MASK) as u32
 }
 fn state_of(word: u64) -> State {
     match tag(word) {
@@ -144,8 +149,80 @@ pub(super) enum Trip {
 pub(super) struct Config {
     pub(super) trip: Trip,
     pub(super) slow_call: Option<Duration>,
+    /// With a slow-call limit: trip when slow calls are at least this share
+    /// of the calls (millionths), instead of counting them as failures.
+    pub(super) slow_call_rate: Option<u64>,
     pub(super) open_time: ExponentialBackoff,
     pub(super) probes: u32,
+    pub(super) half_open: HalfOpen,
+    pub(super) listener: Option<Listener>,
+}
+
+/// How the half-open state decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HalfOpen {
+    /// `K` successes close, one failure opens.
+    AllSucceed,
+    /// Once the `K` probes are done: open if their failures (a slow probe
+    /// counts as one) are at least this share (millionths), else close.
+    FailureRate(u64),
+}
+
+/// Something that happened to a breaker, for [`on_event`] listeners.
+///
+/// [`on_event`]: super::BreakerBuilder::on_event
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BreakerEvent {
+    /// The breaker moved from one state to another; `open_for` is the
+    /// (jittered) open time when it opened.
+    Transition {
+        /// The state before.
+        from: State,
+        /// The state after.
+        to: State,
+        /// How long it stays open, when it opened.
+        open_for: Option<Duration>,
+    },
+    /// A call was turned away.
+    Rejected {
+        /// The state that turned it away.
+        state: State,
+        /// When to come back, if the breaker knows.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// A listener for a breaker's events: called synchronously, on the thread
+/// of the call that caused the event (keep it short).
+#[derive(Clone)]
+pub(super) struct Listener(pub(super) Arc<dyn Fn(&BreakerEvent) + Send + Sync>);
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Listener")
+    }
+}
+
+/// What a breaker has done since it was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BreakerStats {
+    /// Where it is now.
+    pub state: State,
+    /// Transitions (every change of state).
+    pub transitions: u64,
+    /// Of those, openings.
+    pub openings: u64,
+    /// Calls turned away.
+    pub rejections: u64,
+}
+
+/// `part / calls ≥ threshold` (in millionths), exactly, once `calls` is at
+/// least `minimum`.
+fn at_least(part: u64, threshold: u64, calls: u64, minimum: u32) -> bool {
+    calls >= u64::from(minimum)
+        && u128::from(part) * u128::from(PER_MILLION) >= u128::from(threshold) * u128::from(calls)
 }
 
 // ----- the core ------------------------------------------------------------
@@ -160,9 +237,17 @@ pub(super) struct Core {
     /// Successes not yet placed in the window (see `record_closed`).
     pending_successes: AtomicU64,
     consecutive: AtomicU32,
+    /// Slow calls per slot (with a slow-call rate).
+    slow: Option<Window>,
+    /// A failure may still be in the window: successes check the rate.
+    failures_in_window: AtomicBool,
     /// The open-time sequence of the current run of openings; transitions
     /// into the open state hold this lock.
     openings: Mutex<Sequence>,
+    /// Counts for `stats` (only off the closed path).
+    transitions: AtomicU64,
+    opened: AtomicU64,
+    rejections: AtomicU64,
 }
 
 impl Core {
@@ -173,6 +258,15 @@ impl Core {
             } => Some(Window::new(window, buckets as usize)),
             Trip::Consecutive(_) => None,
         };
+        let slow = match (config.trip, config.slow_call_rate) {
+            (
+                Trip::FailureRate {
+                    window, buckets, ..
+                },
+                Some(_),
+            ) => Some(Window::new(window, buckets as usize)),
+            _ => None,
+        };
         Core {
             start: Instant::now(),
             word: AtomicU64::new(pack(0, CLOSED)),
@@ -180,9 +274,33 @@ impl Core {
             window,
             pending_successes: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
+            slow,
+            failures_in_window: AtomicBool::new(false),
             openings: Mutex::new(config.open_time.sequence()),
+            transitions: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            rejections: AtomicU64::new(0),
             config,
         }
+    }
+
+    pub(super) fn stats(&self) -> BreakerStats {
+        BreakerStats {
+            state: self.state(),
+            transitions: self.transitions.load(Ordering::Relaxed),
+            openings: self.opened.load(Ordering::Relaxed),
+            rejections: self.rejections.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts a rejection and tells the listener.
+    #[cold]
+    fn reject(&self, state: State, retry_after: Option<Duration>) -> Rejected {
+        self.rejections.fetch_add(1, Ordering::Relaxed);
+        if let Some(listener) = &self.config.listener {
+            (listener.0)(&BreakerEvent::Rejected { state, retry_after });
+        }
+        Rejected::new(state, retry_after)
     }
 
     fn elapsed_nanos(&self) -> u64 {
@@ -241,11 +359,11 @@ impl Core {
             let word = self.word.load(Ordering::Acquire);
             match tag(word) {
                 CLOSED | FORCED_CLOSED => return Ok(self.ticket(epoch(word), false)),
-                ISOLATED => return Err(Rejected::new(State::Isolated, None)),
+                ISOLATED => return Err(self.reject(State::Isolated, None)),
                 OPEN => {
                     let remaining = self.open_remaining();
                     if !remaining.is_zero() {
-                        return Err(Rejected::new(State::Open, Some(remaining)));
+                        return Err(self.reject(State::Open, Some(remaining)));
                     }
                     // The open time is over: this caller is the first probe.
                     let next = pack(epoch(word) + 1, HALF_OPEN) + ONE_ADMITTED;
@@ -257,10 +375,9 @@ impl Core {
                 _ => {
                     // Half-open.
                     if admitted(word) >= self.config.probes {
-                        return Err(Rejected::new(
-                            State::HalfOpen,
-                            Some(self.half_open_retry_after()),
-                        ));
+                        return Err(
+                            self.reject(State::HalfOpen, Some(self.half_open_retry_after()))
+                        );
                     }
                     if self.swap_word(word, word + ONE_ADMITTED) {
                         return Ok(self.ticket(epoch(word), true));
@@ -302,7 +419,16 @@ impl Core {
             }
             _ => false,
         };
-        self.record(ticket.epoch(), ticket.probe(), outcome.is_failure() || slow);
+        let failure = outcome.is_failure();
+        match (self.config.slow_call_rate, ticket.probe()) {
+            // A slow call counts on its own; only its outcome is booked as
+            // a failure or a success (resilience4j's two thresholds).
+            (Some(_), false) => {
+                self.record_closed(ticket.epoch(), failure);
+                self.check_slow_rate(ticket.epoch(), slow);
+            }
+            _ => self.record(ticket.epoch(), ticket.probe(), failure || slow),
+        }
     }
 
     /// An admitted call ends without an outcome: a probe gives its place back.
@@ -357,25 +483,66 @@ impl Core {
                     let now = window.now();
                     self.place_pending(window, now);
                     window.add(now, pair(1, 1));
+                    self.failures_in_window.store(true, Ordering::Release);
                     let (calls, failures) = window.sum_pairs();
-                    let calls = calls + self.pending_successes.load(Ordering::Acquire);
-                    calls >= u64::from(minimum_calls)
-                        && u128::from(failures) * u128::from(PER_MILLION)
-                            >= u128::from(threshold) * u128::from(calls)
+                    at_least(failures, threshold, calls, minimum_calls)
                 } else {
-                    // A success cannot trip the breaker, so it need not read
-                    // the clock: successes are counted here and placed in the
-                    // window every `PLACE_EVERY`-th success, or at the next
-                    // failure, in the bucket of that moment.
+                    // While no failure is in the window, a success cannot
+                    // trip the breaker, so it need not read the clock:
+                    // successes are counted here and placed in the window
+                    // every `PLACE_EVERY`-th success, or at the next failure,
+                    // in the bucket of that moment. With failures in the
+                    // window, the success that brings the calls to the
+                    // minimum may trip it (resilience4j checks the rate at
+                    // every call once the minimum is in): it is placed, and
+                    // the rate checked, at once.
                     let pending = self.pending_successes.fetch_add(1, Ordering::AcqRel) + 1;
-                    if pending % PLACE_EVERY == 0 {
-                        self.place_pending(window, window.now());
+                    if self.failures_in_window.load(Ordering::Acquire) {
+                        let now = window.now();
+                        self.place_pending(window, now);
+                        let (calls, failures) = window.sum_pairs();
+                        if failures == 0 {
+                            self.failures_in_window.store(false, Ordering::Release);
+                        }
+                        at_least(failures, threshold, calls, minimum_calls)
+                    } else {
+                        if pending % PLACE_EVERY == 0 {
+                            self.place_pending(window, window.now());
+                        }
+                        false
                     }
-                    false
                 }
             }
         };
         if trip {
+            self.open(word);
+        }
+    }
+
+    /// Checks the slow-call rate (with one): trips when slow calls are at
+    /// least that share of the calls in the window, once the minimum of
+    /// calls is in. Called after every call, slow or not.
+    fn check_slow_rate(&self, permit_epoch: u64, slow_call: bool) {
+        let (Some(slow), Some(rate), Some(window)) =
+            (&self.slow, self.config.slow_call_rate, &self.window)
+        else {
+            return;
+        };
+        let word = self.word.load(Ordering::Acquire);
+        if tag(word) != CLOSED || epoch(word) != permit_epoch {
+            return;
+        }
+        let Trip::FailureRate { minimum_calls, .. } = self.config.trip else {
+            return;
+        };
+        let now = slow.now();
+        if slow_call {
+            slow.add(now, 1);
+        }
+        self.place_pending(window, window.now());
+        let (calls, _) = window.sum_pairs();
+        let slow_calls = u64::try_from(slow.sum_signed()).unwrap_or(0);
+        if at_least(slow_calls, rate, calls, minimum_calls) {
             self.open(word);
         }
     }
@@ -394,12 +561,36 @@ impl Core {
             if tag(word) != HALF_OPEN || epoch(word) != permit_epoch {
                 return; // the half-open round this probe belonged to is over
             }
-            let done = if failure {
-                self.open(word)
-            } else if succeeded(word) + 1 >= self.config.probes {
-                self.close(word)
-            } else {
-                self.swap_word(word, word + ONE_SUCCEEDED)
+            let done = match self.config.half_open {
+                HalfOpen::AllSucceed => {
+                    if failure {
+                        self.open(word)
+                    } else if succeeded(word) + 1 >= self.config.probes {
+                        self.close(word)
+                    } else {
+                        self.swap_word(word, word + ONE_SUCCEEDED)
+                    }
+                }
+                // resilience4j: once the permitted calls are done, their
+                // failure rate decides.
+                HalfOpen::FailureRate(threshold) => {
+                    let (mut ok, mut failed) = (succeeded(word), failed(word));
+                    if failure {
+                        failed += 1;
+                    } else {
+                        ok += 1;
+                    }
+                    if ok + failed < self.config.probes {
+                        let step = if failure { ONE_FAILED } else { ONE_SUCCEEDED };
+                        self.swap_word(word, word + step)
+                    } else if u64::from(failed) * PER_MILLION
+                        >= threshold * u64::from(self.config.probes)
+                    {
+                        self.open(word)
+                    } else {
+                        self.close(word)
+                    }
+                }
             };
             if done {
                 return;
@@ -462,6 +653,10 @@ impl Core {
         if let Some(window) = &self.window {
             window.clear();
         }
+        if let Some(slow) = &self.slow {
+            slow.clear();
+        }
+        self.failures_in_window.store(false, Ordering::Release);
         self.pending_successes.store(0, Ordering::Relaxed);
         self.consecutive.store(0, Ordering::Relaxed);
     }
@@ -497,6 +692,13 @@ impl Core {
     /// Tells the world about a transition: an event, and the current span's field.
     fn announce(&self, from: u64, to: u64, open_for: Option<Duration>) {
         let (from, to) = (state_of(from), state_of(to));
+        self.transitions.fetch_add(1, Ordering::Relaxed);
+        if open_for.is_some() {
+            self.opened.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(listener) = &self.config.listener {
+            (listener.0)(&BreakerEvent::Transition { from, to, open_for });
+        }
         Span::current().record(BREAKER_STATE, to.as_str());
         crate::telemetry::count::breaker_transition(to.as_str(), open_for);
         match open_for {

@@ -22,6 +22,15 @@ pub trait RetryBudget: Send + Sync {
     /// Asks for the right to send one retry; `None` means no.
     fn withdraw(&self) -> Option<Withdrawal>;
 
+    /// Asks for the right to send one retry of an attempt that failed for
+    /// `reason` (the classifier's: `"timeout"`, `"unavailable"`...). The
+    /// same as [`withdraw`](Self::withdraw) by default; the AWS token bucket
+    /// charges a timeout more.
+    fn withdraw_for(&self, reason: &'static str) -> Option<Withdrawal> {
+        let _ = reason;
+        self.withdraw()
+    }
+
     /// Gives back a withdrawal whose retry was never sent.
     fn refund(&self, withdrawal: Withdrawal);
 
@@ -33,6 +42,14 @@ pub trait RetryBudget: Send + Sync {
 
     /// An attempt failed.
     fn on_failure(&self) {}
+
+    /// An attempt failed; `retryable`: the classifier said another attempt
+    /// may help. The same as [`on_failure`](Self::on_failure) by default;
+    /// gRPC's bucket (gRFC A6) counts only the retryable ones.
+    fn on_attempt_failure(&self, retryable: bool) {
+        let _ = retryable;
+        self.on_failure();
+    }
 
     /// How many retries could be withdrawn now (tokens, for a [`TokenBucket`](super::TokenBucket)).
     fn balance(&self) -> f64;
@@ -47,6 +64,9 @@ macro_rules! forward_budget {
             fn withdraw(&self) -> Option<Withdrawal> {
                 (**self).withdraw()
             }
+            fn withdraw_for(&self, reason: &'static str) -> Option<Withdrawal> {
+                (**self).withdraw_for(reason)
+            }
             fn refund(&self, withdrawal: Withdrawal) {
                 (**self).refund(withdrawal);
             }
@@ -55,6 +75,9 @@ macro_rules! forward_budget {
             }
             fn on_failure(&self) {
                 (**self).on_failure();
+            }
+            fn on_attempt_failure(&self, retryable: bool) {
+                (**self).on_attempt_failure(retryable);
             }
             fn balance(&self) -> f64 {
                 (**self).balance()

@@ -139,6 +139,13 @@ impl RetryBudget for RatioBudget {
     }
 
     fn balance(&self) -> f64 {
+        RatioBudget::balance(self)
+    }
+}
+
+impl RatioBudget {
+    /// How many retries could be withdrawn now (no trait to import).
+    pub fn balance(&self) -> f64 {
         let i = &*self.inner;
         i.requests.now();
         i.retries.now();

@@ -59,7 +59,11 @@ struct Inner {
     tokens: AtomicU64,
     capacity: u64,
     retry_cost: u64,
+    /// What a retry of a timed-out attempt costs.
+    timeout_cost: u64,
     failure_cost: u64,
+    /// Only failures that may be retried cost `failure_cost` (gRFC A6).
+    retryable_failures_only: bool,
     success_reward: u64,
     refund_retry_cost: bool,
     threshold: Option<u64>,
@@ -72,18 +76,23 @@ impl TokenBucket {
         TokenBucketBuilder::default()
     }
 
-    /// The AWS SDK standard retry mode quota: 500 tokens, 5 per retry, the
-    /// cost refunded when the retried call succeeds, 1 token back for each
-    /// success that needed no retry.
+    /// The AWS SDK standard retry mode quota: 500 tokens, 5 per retry (10
+    /// for a retry of an attempt that timed out), the cost refunded when the
+    /// retried call succeeds, 1 token back for each success that needed no
+    /// retry.
     pub fn aws_standard() -> TokenBucket {
         TokenBucket::builder()
+            .timeout_cost(10.0)
             .build()
             .expect("the AWS standard settings are valid")
     }
 
     /// gRPC retry throttling (gRFC A6): the bucket starts at `max_tokens`;
-    /// every failed attempt costs 1 token, every success adds `token_ratio`,
-    /// and retries are refused while the bucket holds `max_tokens / 2` or less.
+    /// every failed attempt that may be retried costs 1 token (A6 counts as
+    /// failures only the calls that fail with a retryable status, or whose
+    /// server pushed back; a failure the client would not retry costs
+    /// nothing), every success adds `token_ratio`, and retries are refused
+    /// while the bucket holds `max_tokens / 2` or less.
     ///
     /// `max_tokens` and `token_ratio` are kept to three decimals, as A6
     /// specifies; below one token of capacity, a single failure empties
@@ -119,8 +128,14 @@ impl TokenBucket {
             .failure_cost(1.0)
             .success_reward(token_ratio.min(max_tokens))
             .refund_retry_cost(false)
+            .retryable_failures_only(true)
             .retry_threshold(half)
             .build()
+    }
+
+    /// The tokens in the bucket now (no trait to import).
+    pub fn balance(&self) -> f64 {
+        self.inner.tokens.load(Ordering::Relaxed) as f64 / MILLI
     }
 
     /// The capacity, in tokens.
@@ -144,16 +159,16 @@ impl TokenBucket {
 
 impl RetryBudget for TokenBucket {
     fn withdraw(&self) -> Option<Withdrawal> {
+        self.take(self.inner.retry_cost)
+    }
+
+    fn withdraw_for(&self, reason: &'static str) -> Option<Withdrawal> {
         let inner = &*self.inner;
-        let cost = inner.retry_cost;
-        inner
-            .tokens
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
-                let above_threshold = inner.threshold.is_none_or(|floor| t > floor);
-                (t >= cost && above_threshold).then(|| t - cost)
-            })
-            .ok()
-            .map(|_| Withdrawal::new(cost, 0))
+        self.take(if reason == "timeout" {
+            inner.timeout_cost
+        } else {
+            inner.retry_cost
+        })
     }
 
     fn refund(&self, withdrawal: Withdrawal) {
@@ -180,8 +195,29 @@ impl RetryBudget for TokenBucket {
             });
     }
 
+    fn on_attempt_failure(&self, retryable: bool) {
+        if retryable || !self.inner.retryable_failures_only {
+            self.on_failure();
+        }
+    }
+
     fn balance(&self) -> f64 {
-        self.inner.tokens.load(Ordering::Relaxed) as f64 / MILLI
+        TokenBucket::balance(self)
+    }
+}
+
+impl TokenBucket {
+    /// Takes `cost` if the bucket holds it and is above its threshold.
+    fn take(&self, cost: u64) -> Option<Withdrawal> {
+        let inner = &*self.inner;
+        inner
+            .tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                let above_threshold = inner.threshold.is_none_or(|floor| t > floor);
+                (t >= cost && above_threshold).then(|| t - cost)
+            })
+            .ok()
+            .map(|_| Withdrawal::new(cost, 0))
     }
 }
 
@@ -207,7 +243,9 @@ pub struct TokenBucketBuilder {
     capacity: f64,
     initial: Option<f64>,
     retry_cost: f64,
+    timeout_cost: Option<f64>,
     failure_cost: f64,
+    retryable_failures_only: bool,
     success_reward: f64,
     refund_retry_cost: bool,
     threshold: Option<f64>,
@@ -219,7 +257,9 @@ impl Default for TokenBucketBuilder {
             capacity: 500.0,
             initial: None,
             retry_cost: 5.0,
+            timeout_cost: None,
             failure_cost: 0.0,
+            retryable_failures_only: false,
             success_reward: 1.0,
             refund_retry_cost: true,
             threshold: None,
@@ -243,6 +283,23 @@ impl TokenBucketBuilder {
     /// Tokens taken by each granted retry.
     pub fn retry_cost(mut self, tokens: f64) -> Self {
         self.retry_cost = tokens;
+        self
+    }
+
+    /// Tokens taken by a granted retry of an attempt that timed out (the
+    /// classifier's reason `"timeout"`; default: the retry cost). AWS's
+    /// standard mode charges 10 where a retry costs 5.
+    pub fn timeout_cost(mut self, tokens: f64) -> Self {
+        self.timeout_cost = Some(tokens);
+        self
+    }
+
+    /// Whether only failures that may be retried cost `failure_cost`
+    /// (default: every failure). gRPC's retry throttling (gRFC A6) counts
+    /// only retryable failures: a failure the client will not retry says
+    /// nothing about the server's load.
+    pub fn retryable_failures_only(mut self, only: bool) -> Self {
+        self.retryable_failures_only = only;
         self
     }
 
@@ -292,6 +349,10 @@ impl TokenBucketBuilder {
         let amount = |field, value| check_f64(field, value, 0.0, capacity).map(milli);
         let initial = amount("budget.initial", self.initial.unwrap_or(capacity))?;
         let retry_cost = amount("budget.retry_cost", self.retry_cost)?;
+        let timeout_cost = match self.timeout_cost {
+            Some(cost) => amount("budget.timeout_cost", cost)?,
+            None => retry_cost,
+        };
         // A failure may cost more than the bucket holds: it empties it.
         let failure_cost =
             check_f64("budget.failure_cost", self.failure_cost, 0.0, MAX_TOKENS).map(milli)?;
@@ -314,7 +375,9 @@ impl TokenBucketBuilder {
                 tokens: AtomicU64::new(initial),
                 capacity: milli(capacity),
                 retry_cost,
+                timeout_cost,
                 failure_cost,
+                retryable_failures_only: self.retryable_failures_only,
                 success_reward,
                 refund_retry_cost: self.refund_retry_cost,
                 threshold,

@@ -33,6 +33,9 @@
 //! The call is stored in the flight (boxed, so any waiter can poll it), so
 //! the inner service's future must be `Send + 'static`.
 //!
+//! A [`cache`](crate::cache) coalesces its misses already: a
+//! `CoalesceLayer` over a `CacheLayer` with the same key adds nothing.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicUsize, Ordering};

@@ -197,13 +197,13 @@ impl<C, R, B: RetryBudget> RetryPolicy<C, R, B> {
             }
             Outcome::Failure { .. } => {
                 if let Some(budget) = budget {
-                    budget.on_failure();
+                    budget.on_attempt_failure(false);
                 }
                 None
             }
             Outcome::Retry { after, reason } => {
                 if let Some(budget) = budget {
-                    budget.on_failure();
+                    budget.on_attempt_failure(true);
                 }
                 Some(Wanted { after, reason })
             }
@@ -247,7 +247,7 @@ impl<C, R, B: RetryBudget> RetryPolicy<C, R, B> {
         }
         let withdrawal = match &self.budget {
             None => None,
-            Some(budget) => match budget.withdraw() {
+            Some(budget) => match budget.withdraw_for(wanted.reason) {
                 Some(withdrawal) => Some(withdrawal),
                 None => return Plan::Stop(Stop::Budget),
             },

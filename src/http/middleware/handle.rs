@@ -22,15 +22,50 @@ use crate::retry::{CloneRequest, Retry, RetryPolicy};
 use crate::throttle::Throttler;
 use crate::throttle::error::Throttled;
 
-/// A `reqwest_middleware::Middleware` that runs, for each request: the
-/// retry (outermost, with its budget), then a breaker, then a throttle,
-/// then a pacer's turn, each optional — the same layers, in the same order,
-/// as a tower stack over `reqwest::Client`. See the [module docs](super).
+/// dephase for `reqwest-middleware` users (feature `reqwest-middleware`): a
+/// [`DephaseMiddleware`] that runs the retry (with its budget), a breaker,
+/// a throttle and a pacer for a `ClientWithMiddleware`, so that a client
+/// keeps `client.get(url).send().await` and composes with other
+/// middleware (`reqwest-tracing` and the like).
 ///
-/// Its errors are `reqwest_middleware::Error`s: the chain's own, or a
-/// dephase rejection as `Error::Middleware` (find it with
-/// `anyhow_error.downcast_ref::<dephase::breaker::error::Rejected>()`, or
-/// `Throttled`, or `Overloaded`).
+/// Each attempt goes down the rest of the middleware chain: a middleware
+/// added after this one (tracing, say) sees every attempt, one added before
+/// it sees the request once. The attempt number is put into the chain's
+/// `Extensions` as an [`Attempt`](crate::retry::Attempt) before each attempt.
+///
+/// ```
+/// use std::time::Duration;
+/// use dephase::breaker::Breaker;
+/// use dephase::budget::RatioBudget;
+/// use dephase::http::{DephaseMiddleware, HttpClassifier, IdempotentRequests};
+/// use dephase::retry::RetryPolicy;
+///
+/// # fn main() -> Result<(), dephase::ConfigError> {
+/// let budget = RatioBudget::builder().build()?; // share clones between clients
+/// let middleware = DephaseMiddleware::new()
+///     .retry(
+///         RetryPolicy::builder()
+///             .max_attempts(3)
+///             .budget(budget.clone())
+///             .classify(HttpClassifier::new())
+///             .clone_requests(IdempotentRequests::new())
+///             .build()?,
+///     )
+///     .breaker(Breaker::builder().build()?);
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+///     .with(middleware)
+///     .build();
+/// # let _ = client;
+/// # Ok(()) }
+/// ```
+///
+/// For each request it runs the retry (outermost, with its budget), then
+/// a breaker, then a throttle, then a pacer's turn, each optional — the
+/// same layers, in the same order, as a tower stack over
+/// `reqwest::Client`. Its errors are `reqwest_middleware::Error`s: the
+/// chain's own, or a dephase rejection as `Error::Middleware` (find it
+/// with `anyhow_error.downcast_ref::<dephase::breaker::error::Rejected>()`,
+/// or `Throttled`, or `Overloaded`).
 pub struct DephaseMiddleware<C = HttpClassifier, R = IdempotentRequests, B = NoBudget> {
     policy: Arc<RetryPolicy<C, R, B>>,
     breaker: Option<Breaker>,
