@@ -135,6 +135,7 @@ pub mod redis;
 pub mod retry;
 mod rng;
 mod sync;
+mod tally;
 pub mod telemetry;
 pub mod throttle;
 mod window;

@@ -45,15 +45,52 @@ fn counters(metrics: &ResourceMetrics) -> HashMap<(String, String), u64> {
     out
 }
 
-/// Histogram (count, sum) of applied offsets by layer.
-fn offsets(metrics: &ResourceMetrics) -> HashMap<String, (u64, f64)> {
+/// Up-down counter values by metric.
+fn gauges(metrics: &ResourceMetrics) -> HashMap<String, i64> {
     let mut out = HashMap::new();
     for scope in metrics.scope_metrics() {
         for metric in scope.metrics() {
-            if metric.name() != metrics::OFFSETS {
+            if let AggregatedMetrics::I64(MetricData::Sum(sum)) = metric.data() {
+                let total = sum.data_points().map(|p| p.value()).sum();
+                out.insert(metric.name().to_string(), total);
+            }
+        }
+    }
+    out
+}
+
+/// Histogram (unit, count, sum) by metric, for the histograms without
+/// attributes.
+fn histograms(metrics: &ResourceMetrics) -> HashMap<String, (String, u64, f64)> {
+    let mut out = HashMap::new();
+    for scope in metrics.scope_metrics() {
+        for metric in scope.metrics() {
+            let unit = metric.unit().to_string();
+            let (count, sum) = match metric.data() {
+                AggregatedMetrics::F64(MetricData::Histogram(h)) => h
+                    .data_points()
+                    .fold((0, 0.0), |(c, s), p| (c + p.count(), s + p.sum())),
+                AggregatedMetrics::U64(MetricData::Histogram(h)) => h
+                    .data_points()
+                    .fold((0, 0.0), |(c, s), p| (c + p.count(), s + p.sum() as f64)),
+                _ => continue,
+            };
+            out.insert(metric.name().to_string(), (unit, count, sum));
+        }
+    }
+    out
+}
+
+/// Histogram (count, sum) of applied delays by layer, in seconds.
+fn delays(metrics: &ResourceMetrics) -> HashMap<String, (u64, f64)> {
+    let mut out = HashMap::new();
+    for scope in metrics.scope_metrics() {
+        for metric in scope.metrics() {
+            if metric.name() != metrics::DELAYS {
                 continue;
             }
-            assert_eq!(metric.unit(), "ms");
+            // OpenTelemetry's rule: durations in seconds.
+            assert_eq!(metric.unit(), "s");
             if let AggregatedMetrics::F64(MetricData::Histogram(histogram)) = metric.data() {
                 for point in histogram.data_points() {
                     let layer = point
@@ -112,7 +149,8 @@ async fn the_layers_count_what_they_did() {
             .is_err()
     );
 
-    // Breaker: opens (5 s, no jitter), then rejects two calls.
+    // Breaker: opens (5 s, no jitter), then rejects two calls; it stays
+    // open, so one breaker is open.
     let breaker = Breaker::builder()
         .consecutive_failures(1)
         .open_time(
@@ -176,6 +214,31 @@ async fn the_layers_count_what_they_did() {
         assert_eq!(answer.unwrap(), "k");
     }
 
+    // Pace: one a second, no jitter, at most 1.5 s of wait: the first goes
+    // at once, the second waits 1 s, the third (2 s away) is turned away.
+    let pacer = dephase::Pacer::builder()
+        .rate(1, Duration::from_secs(1))
+        .jitter(Duration::ZERO)
+        .max_wait(Duration::from_millis(1500))
+        .build()
+        .unwrap();
+    let (a, b, c) = tokio::join!(pacer.wait(), pacer.wait(), pacer.wait());
+    assert_eq!(a.unwrap(), Duration::ZERO);
+    assert_eq!(b.unwrap(), Duration::from_secs(1));
+    assert!(c.is_err());
+
+    // Throttle: every call fails until the throttle sheds some of them.
+    let throttler = dephase::Throttler::builder().seed(7).build().unwrap();
+    let mut shed = 0;
+    for _ in 0..50 {
+        match throttler.call(|| Err::<(), _>("down")) {
+            Ok(_) => {}
+            Err(_) => shed += 1,
+        }
+    }
+    assert!(shed > 0);
+    assert_eq!(throttler.stats().rejections, shed);
+
     // A deterministic offset, recorded where it is applied.
     let offset = Offset::index(3, 10, Duration::from_secs(10)).unwrap();
     offset.record();
@@ -215,12 +278,38 @@ async fn the_layers_count_what_they_did() {
         "{counters:?}"
     );
     assert_eq!(count(metrics::CACHE_RESULTS, "hit"), 2, "{counters:?}");
+    // One load and one stored value in memory; with Redis down, one more
+    // load and nothing stored.
+    assert_eq!(count(metrics::CACHE_LOADS, ""), 1 + redis, "{counters:?}");
+    assert_eq!(count(metrics::CACHE_STORES, ""), 1, "{counters:?}");
+    assert_eq!(count(metrics::PACE_WAITS, ""), 1, "{counters:?}");
+    assert_eq!(count(metrics::PACE_OVERLOADED, ""), 1, "{counters:?}");
+    assert_eq!(
+        count(metrics::THROTTLE_REJECTIONS, ""),
+        shed,
+        "{counters:?}"
+    );
+    assert_eq!(gauges(last)[metrics::BREAKERS_OPEN], 1);
 
-    let offsets = offsets(last);
-    assert_eq!(offsets["retry"], (2, 100.0 + 200.0), "{offsets:?}");
-    assert_eq!(offsets["breaker"], (1, 5000.0), "{offsets:?}");
-    assert_eq!(offsets["offset"], (1, 3000.0), "{offsets:?}");
-    assert_eq!(offsets["cache"].0, 1, "{offsets:?}");
+    // gRFC A96's per-call histograms: one retried call (the one the budget
+    // stopped was never retried), two retries, 0.1 + 0.2 s of backoff.
+    let histograms = histograms(last);
+    assert_eq!(
+        histograms[metrics::CALL_RETRIES],
+        ("{retry}".to_string(), 1, 2.0)
+    );
+    let (unit, calls, slept) = &histograms[metrics::CALL_RETRY_DELAY];
+    assert_eq!((unit.as_str(), *calls), ("s", 1));
+    assert!((slept - 0.3).abs() < 1e-9, "{slept}");
+
+    let delays = delays(last);
+    let close =
+        |(count, sum): (u64, f64), want: (u64, f64)| count == want.0 && (sum - want.1).abs() < 1e-9;
+    assert!(close(delays["retry"], (2, 0.1 + 0.2)), "{delays:?}");
+    assert!(close(delays["breaker"], (1, 5.0)), "{delays:?}");
+    assert!(close(delays["offset"], (1, 3.0)), "{delays:?}");
+    assert!(close(delays["pace"], (1, 1.0)), "{delays:?}");
+    assert_eq!(delays["cache"].0, 1, "{delays:?}");
 }
 
 /// `layer.layer(service).oneshot(())`, for brevity.

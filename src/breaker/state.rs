@@ -700,7 +700,7 @@ impl Core {
             (listener.0)(&BreakerEvent::Transition { from, to, open_for });
         }
         Span::current().record(BREAKER_STATE, to.as_str());
-        crate::telemetry::count::breaker_transition(to.as_str(), open_for);
+        crate::telemetry::count::breaker_transition(from.as_str(), to.as_str(), open_for);
         match open_for {
             Some(open_for) => tracing::event!(
                 target: "dephase::breaker",

@@ -48,6 +48,6 @@ mod ratio;
 mod token_bucket;
 
 pub(crate) use self::pool::BudgetDebug;
-pub use self::pool::{NoBudget, RetryBudget, Withdrawal};
+pub use self::pool::{BudgetStats, NoBudget, RetryBudget, Withdrawal};
 pub use self::ratio::{RatioBudget, RatioBudgetBuilder};
 pub use self::token_bucket::{TokenBucket, TokenBucketBuilder};

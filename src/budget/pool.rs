@@ -1,8 +1,10 @@
 //! The [`RetryBudget`] trait every budget implements, the [`Withdrawal`]
-//! receipt, and [`NoBudget`].
+//! receipt, [`NoBudget`], and the budgets' [`BudgetStats`].
 
 use std::fmt;
 use std::sync::Arc;
+
+use crate::tally::Count;
 
 /// A pool of retries shared by every holder of a clone.
 ///
@@ -143,5 +145,55 @@ impl<B: RetryBudget + ?Sized> fmt::Debug for BudgetDebug<'_, B> {
         f.debug_struct("RetryBudget")
             .field("balance", &self.0.balance())
             .finish()
+    }
+}
+
+/// What a budget has granted and refused since it was built (every clone
+/// counts into the same numbers): [`RatioBudget::stats`](super::RatioBudget::stats),
+/// [`TokenBucket::stats`](super::TokenBucket::stats).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub struct BudgetStats {
+    /// Retries granted.
+    pub granted: u64,
+    /// Retries refused.
+    pub denied: u64,
+    /// Granted retries given back unsent (their caller went away).
+    pub refunded: u64,
+    /// The balance now: retries (or, for a token bucket, tokens) that could
+    /// be withdrawn.
+    pub balance: f64,
+}
+
+/// The counters behind [`BudgetStats`]: touched only when a retry is asked
+/// for or given back, never on a request's way in.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    granted: Count,
+    denied: Count,
+    refunded: Count,
+}
+
+impl Counts {
+    /// Counts the answer to a withdrawal, and passes it on.
+    pub(crate) fn withdrawn(&self, withdrawal: Option<Withdrawal>) -> Option<Withdrawal> {
+        match withdrawal {
+            Some(_) => self.granted.add(),
+            None => self.denied.add(),
+        }
+        withdrawal
+    }
+
+    pub(crate) fn refunded(&self) {
+        self.refunded.add();
+    }
+
+    pub(crate) fn stats(&self, balance: f64) -> BudgetStats {
+        BudgetStats {
+            granted: self.granted.get(),
+            denied: self.denied.get(),
+            refunded: self.refunded.get(),
+            balance,
+        }
     }
 }

@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{RetryBudget, Withdrawal};
+use super::pool::Counts;
+use super::{BudgetStats, RetryBudget, Withdrawal};
 use crate::error::{ConfigError, check_f64};
 use crate::window::Window;
 
@@ -73,6 +74,7 @@ struct Inner {
     ttl: Duration,
     min_per_sec: u32,
     ratio: f64,
+    counts: Counts,
 }
 
 impl RatioBudget {
@@ -121,18 +123,20 @@ impl RetryBudget for RatioBudget {
         self.inner.requests.now();
         retries.add(now, 1);
         let (requests, taken) = self.counts();
-        if self.within(requests, taken) {
+        let withdrawal = if self.within(requests, taken) {
             Some(Withdrawal::new(1, now))
         } else {
             retries.add(now, 1u64.wrapping_neg());
             None
-        }
+        };
+        self.inner.counts.withdrawn(withdrawal)
     }
 
     fn refund(&self, withdrawal: Withdrawal) {
         // Take it back from the slot it was counted in, unless that slot
         // has expired since: then the withdrawal no longer counts anyway.
         let retries = &self.inner.retries;
+        self.inner.counts.refunded();
         if retries.is_live(withdrawal.stamp(), retries.now()) {
             retries.add(withdrawal.stamp(), withdrawal.units().wrapping_neg());
         }
@@ -153,6 +157,26 @@ impl RatioBudget {
         let share = (i.ratio_num as f64) * (requests as f64) / (i.ratio_den as f64);
         let reserve = i.reserve_num as f64 / i.reserve_den as f64;
         share + reserve - retries as f64
+    }
+
+    /// Retries granted, refused and given back so far, and the balance.
+    ///
+    /// ```
+    /// use dephase::budget::{RatioBudget, RetryBudget};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), dephase::ConfigError> {
+    /// let budget = RatioBudget::builder().min_per_sec(0).ratio(0.5).build()?;
+    /// budget.deposit();
+    /// budget.deposit();
+    /// let _granted = budget.withdraw();
+    /// assert!(budget.withdraw().is_none());
+    /// let stats = budget.stats();
+    /// assert_eq!((stats.granted, stats.denied, stats.balance), (1, 1, 0.0));
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> BudgetStats {
+        self.inner.counts.stats(self.balance())
     }
 }
 
@@ -243,6 +267,7 @@ impl RatioBudgetBuilder {
                 ttl: self.ttl,
                 min_per_sec: self.min_per_sec,
                 ratio,
+                counts: Counts::default(),
             }),
         })
     }

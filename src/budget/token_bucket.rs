@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 
 use crate::sync::AtomicU64;
 
-use super::{RetryBudget, Withdrawal};
+use super::pool::Counts;
+use super::{BudgetStats, RetryBudget, Withdrawal};
 use crate::error::{ConfigError, check_f64};
 
 /// Tokens are counted in thousandths: exact for gRPC's `token_ratio`, which
@@ -67,6 +68,7 @@ struct Inner {
     success_reward: u64,
     refund_retry_cost: bool,
     threshold: Option<u64>,
+    counts: Counts,
 }
 
 impl TokenBucket {
@@ -143,6 +145,23 @@ impl TokenBucket {
         self.inner.capacity as f64 / MILLI
     }
 
+    /// Retries granted, refused and given back so far, and the tokens now.
+    ///
+    /// ```
+    /// use dephase::budget::{RetryBudget, TokenBucket};
+    ///
+    /// let bucket = TokenBucket::builder().capacity(10.0).retry_cost(5.0).build()?;
+    /// let _first = bucket.withdraw();
+    /// let _second = bucket.withdraw();
+    /// assert!(bucket.withdraw().is_none());
+    /// let stats = bucket.stats();
+    /// assert_eq!((stats.granted, stats.denied, stats.balance), (2, 1, 0.0));
+    /// # Ok::<(), dephase::ConfigError>(())
+    /// ```
+    pub fn stats(&self) -> BudgetStats {
+        self.inner.counts.stats(self.balance())
+    }
+
     fn add(&self, amount: u64) {
         if amount == 0 {
             return;
@@ -159,19 +178,22 @@ impl TokenBucket {
 
 impl RetryBudget for TokenBucket {
     fn withdraw(&self) -> Option<Withdrawal> {
-        self.take(self.inner.retry_cost)
+        self.inner
+            .counts
+            .withdrawn(self.take(self.inner.retry_cost))
     }
 
     fn withdraw_for(&self, reason: &'static str) -> Option<Withdrawal> {
         let inner = &*self.inner;
-        self.take(if reason == "timeout" {
+        inner.counts.withdrawn(self.take(if reason == "timeout" {
             inner.timeout_cost
         } else {
             inner.retry_cost
-        })
+        }))
     }
 
     fn refund(&self, withdrawal: Withdrawal) {
+        self.inner.counts.refunded();
         self.add(withdrawal.units());
     }
 
@@ -381,6 +403,7 @@ impl TokenBucketBuilder {
                 success_reward,
                 refund_retry_cost: self.refund_retry_cost,
                 threshold,
+                counts: Counts::default(),
             }),
         })
     }

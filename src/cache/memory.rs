@@ -17,6 +17,7 @@ use super::store::{CacheResult, Draws, Looked, Served, Store, StoreFor, sealed};
 use crate::BoxError;
 use crate::flight::{Call, Fence, Joined, Table};
 use crate::rng::RngSource;
+use crate::tally::{Count, Striped};
 use crate::telemetry::{self, CACHE_TTL_OFFSET_MS};
 
 /// One cached value with what XFetch needs: how long it took to compute.
@@ -65,6 +66,43 @@ struct Shared<K, T> {
     freshness: Freshness,
     keep: fn(&T) -> bool,
     rng: RngSource,
+    counts: Counts,
+}
+
+/// The counters behind [`MemoryStore::stats`].
+#[derive(Debug, Default)]
+struct Counts {
+    hits: Striped,
+    early_refreshes: Count,
+    stale: Count,
+    misses: Count,
+    loads: Count,
+    stores: Count,
+}
+
+/// What a [`MemoryStore`] has done since it was built (every clone counts
+/// into the same numbers). Each lookup is exactly one of a hit, a stale
+/// answer or a miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct MemoryStats {
+    /// Lookups answered by a fresh value (or a cached error), early
+    /// refreshes included.
+    pub hits: u64,
+    /// Hits that also started an early (XFetch) refresh in the background.
+    pub early_refreshes: u64,
+    /// Lookups answered by an expired value within the stale window, while
+    /// a refresh ran in the background.
+    pub stale: u64,
+    /// Lookups that waited for a load: the first of a key (which started
+    /// it) and every one that joined it.
+    pub misses: u64,
+    /// Calls to the inner service: loads and refreshes (early or stale).
+    pub loads: u64,
+    /// Values (and, with a negative TTL, errors) written into the store.
+    /// `loads / stores` is the number of origin calls per stored value —
+    /// 1 when every expiry is recomputed once.
+    pub stores: u64,
 }
 
 impl<K, T> MemoryStore<K, T>
@@ -97,7 +135,46 @@ where
                 freshness,
                 keep,
                 rng,
+                counts: Counts::default(),
             }),
+        }
+    }
+
+    /// What the store has done so far: hits, stale answers, misses, loads.
+    ///
+    /// Counting is always on and costs one uncontended atomic add per
+    /// lookup (hits go to a per-thread stripe).
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::time::Duration;
+    /// use dephase::cache::{CacheLayer, MemoryStore};
+    /// use tower::{Layer, Service, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let store = MemoryStore::<u32, u32>::builder(100)
+    ///     .ttl(Duration::from_secs(60))
+    ///     .build()?;
+    /// let origin = service_fn(|n: u32| async move { Ok::<_, Infallible>(n * 2) });
+    /// let mut cache = CacheLayer::new(store.clone(), |n: &u32| Some(*n)).layer(origin);
+    ///
+    /// for n in [1, 1, 1, 2] {
+    ///     cache.ready().await?.call(n).await?;
+    /// }
+    /// let stats = store.stats();
+    /// assert_eq!((stats.hits, stats.misses, stats.loads), (2, 2, 2));
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> MemoryStats {
+        let counts = &self.shared.counts;
+        MemoryStats {
+            hits: counts.hits.get(),
+            early_refreshes: counts.early_refreshes.get(),
+            stale: counts.stale.get(),
+            misses: counts.misses.get(),
+            loads: counts.loads.get(),
+            stores: counts.stores.get(),
         }
     }
 
@@ -146,6 +223,8 @@ where
         E: Into<BoxError>,
     {
         let shared = Arc::clone(&self.shared);
+        shared.counts.loads.add();
+        telemetry::count::cache_load();
         Box::pin(async move {
             let started = Instant::now();
             let result = future.await;
@@ -236,6 +315,8 @@ where
             delta,
             expires: now + life,
         };
+        self.counts.stores.add();
+        telemetry::count::cache_store();
         self.entries.insert(key, entry);
     }
 }
@@ -297,8 +378,10 @@ where
                     expires_in,
                     refresh,
                 } => {
+                    shared.counts.hits.add();
                     let result =
                         if refresh && self.refresh_in_background(key, service, request, draws) {
+                            shared.counts.early_refreshes.add();
                             CacheResult::EarlyRefresh
                         } else {
                             CacheResult::Hit
@@ -306,6 +389,7 @@ where
                     return Looked::now(answer(), Served::hit(result, Some(expires_in)));
                 }
                 Verdict::Stale => {
+                    shared.counts.stale.add();
                     self.refresh_in_background(key, service, request, draws);
                     return Looked::now(answer(), Served::new(CacheResult::Stale));
                 }
@@ -316,6 +400,7 @@ where
                 }
             }
         }
+        shared.counts.misses.add();
         match shared.loads.join(key.clone()) {
             Joined::Follower(waiter) => Looked::flight(waiter, stale),
             Joined::Leader(starter) => {

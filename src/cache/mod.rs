@@ -88,7 +88,7 @@ mod store;
 
 pub use self::builder::{Memory, StoreBuilder};
 pub use self::layer::CacheLayer;
-pub use self::memory::MemoryStore;
+pub use self::memory::{MemoryStats, MemoryStore};
 pub use self::policy::TtlJitter;
 pub use self::service::Cache;
 #[cfg(feature = "redis")]

@@ -57,5 +57,5 @@ mod service;
 pub use governor::Quota;
 
 pub use self::layer::PaceLayer;
-pub use self::pacer::{Pacer, PacerBuilder};
+pub use self::pacer::{Pacer, PacerBuilder, PacerStats};
 pub use self::service::Pace;

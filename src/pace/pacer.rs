@@ -13,6 +13,7 @@ use super::schedule::{Schedule, Slot};
 use crate::error::ConfigError;
 use crate::later::Ticket;
 use crate::rng::{RngSource, Stream};
+use crate::tally::Count;
 
 /// A pacing schedule shared by every clone (and every service built from
 /// one [`PaceLayer`](super::PaceLayer)).
@@ -27,6 +28,20 @@ pub(super) struct Shared {
     max_wait: Duration,
     jitter: Duration,
     pub(super) rng: RngSource,
+    waited: Count,
+    overloaded: Count,
+}
+
+/// What a [`Pacer`] has done since it was built (every clone counts into
+/// the same numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PacerStats {
+    /// Callers that waited for their turn (and then went).
+    pub waited: u64,
+    /// Callers turned away because their turn was more than the maximum
+    /// wait away.
+    pub overloaded: u64,
 }
 
 impl Pacer {
@@ -49,6 +64,16 @@ impl Pacer {
     /// How long a caller arriving now would wait for its turn (before jitter).
     pub fn next_release(&self) -> Duration {
         self.shared.schedule.next_release()
+    }
+
+    /// How many callers waited, and how many were turned away, so far.
+    /// Callers that went at once are not counted (that would cost the
+    /// path that does not wait).
+    pub fn stats(&self) -> PacerStats {
+        PacerStats {
+            waited: self.shared.waited.get(),
+            overloaded: self.shared.overloaded.get(),
+        }
     }
 
     /// Turns given back by callers that went away, not yet taken again.
@@ -74,10 +99,11 @@ impl Pacer {
     /// Reserves a turn (with its jitter) for one caller.
     pub(super) fn reserve(&self, rng: &mut Stream) -> Result<Turn, Overloaded> {
         let shared = &self.shared;
-        let (slot, wait) = shared
-            .schedule
-            .reserve(shared.max_wait)
-            .map_err(|wait| Overloaded::new(wait, shared.max_wait))?;
+        let (slot, wait) = shared.schedule.reserve(shared.max_wait).map_err(|wait| {
+            shared.overloaded.add();
+            crate::telemetry::count::pace_overloaded();
+            Overloaded::new(wait, shared.max_wait)
+        })?;
         let mut turn = Turn {
             shared: Arc::clone(shared),
             slot: Some(slot),
@@ -123,6 +149,8 @@ impl Ticket for Turn {
         self.slot = None;
         let wait = self.wait;
         if !wait.is_zero() {
+            self.shared.waited.add();
+            crate::telemetry::count::pace_waited();
             let millis = crate::offset::record_on_span(wait, "pace");
             tracing::event!(
                 target: "dephase::pace",
@@ -247,6 +275,8 @@ impl PacerBuilder {
                 max_wait: self.max_wait.unwrap_or(Duration::from_secs(30)),
                 jitter: self.jitter.unwrap_or(interval),
                 rng: RngSource::from_seed(self.seed),
+                waited: Count::default(),
+                overloaded: Count::default(),
             }),
         })
     }

@@ -183,6 +183,7 @@ where
         S::Error: Into<BoxError>,
     {
         bump(&self.shared.counters.origin_calls);
+        telemetry::count::cache_load();
         service.call(request).await.map_err(|e| Arc::new(e.into()))
     }
 
@@ -231,6 +232,10 @@ where
         let written = lease::write(&shared.link, names, &token, &bytes, life).await;
         if written.is_some() {
             held.disarm(); // the write freed the lease (or it was not ours any more)
+        }
+        if written == Some(true) {
+            bump(&shared.counters.stores);
+            telemetry::count::cache_store();
         }
         if written == Some(false) {
             bump(&shared.counters.leases_lost);

@@ -23,6 +23,10 @@ pub struct RedisStats {
     /// Values not written because their lease was gone when the load ended:
     /// it expired (and was perhaps taken over), or an invalidation deleted it.
     pub leases_lost: u64,
+    /// Values this replica wrote into Redis (with its lease). Summed over
+    /// the fleet, `origin_calls / stores` is the origin calls per stored
+    /// value: 1 when each expiry is recomputed once.
+    pub stores: u64,
 }
 
 #[derive(Default)]
@@ -35,6 +39,7 @@ pub(super) struct Counters {
     pub(super) wait_deadlines: AtomicU64,
     pub(super) degraded: AtomicU64,
     pub(super) leases_lost: AtomicU64,
+    pub(super) stores: AtomicU64,
 }
 
 impl Counters {
@@ -49,6 +54,7 @@ impl Counters {
             wait_deadlines: get(&self.wait_deadlines),
             degraded: get(&self.degraded),
             leases_lost: get(&self.leases_lost),
+            stores: get(&self.stores),
         }
     }
 }

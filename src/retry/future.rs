@@ -323,6 +323,7 @@ impl<S, C, R, B: RetryBudget, Req> Control<S, C, R, B, Req> {
         }
         let span = Span::current();
         if self.attempts > 1 {
+            telemetry::count::retried_call(self.attempts - 1, retrying.slept);
             span.record(RESEND_COUNT, i64::from(self.attempts - 1));
             span.record(RETRY_DELAY_MS, telemetry::millis(retrying.slept));
             span.record(JITTER, retrying.backoff.jitter().as_str());

@@ -3,8 +3,9 @@
 
 #[cfg(feature = "otel")]
 pub(crate) use super::metrics::{
-    applied_offset, breaker_rejected, breaker_transition, budget_denied, cache_result,
-    cache_ttl_offset, coalesce_follower, redis_lease, retry,
+    applied_offset, breaker_rejected, breaker_transition, budget_denied, cache_load, cache_result,
+    cache_store, cache_ttl_offset, coalesce_follower, pace_overloaded, pace_waited, redis_lease,
+    retried_call, retry, throttle_rejected,
 };
 
 #[cfg(not(feature = "otel"))]
@@ -17,9 +18,16 @@ mod off {
     #[inline(always)]
     pub(crate) fn retry(_reason: &'static str, _delay: Duration) {}
     #[inline(always)]
+    pub(crate) fn retried_call(_retries: u32, _slept: Duration) {}
+    #[inline(always)]
     pub(crate) fn budget_denied() {}
     #[inline(always)]
-    pub(crate) fn breaker_transition(_to: &'static str, _open_for: Option<Duration>) {}
+    pub(crate) fn breaker_transition(
+        _from: &'static str,
+        _to: &'static str,
+        _open_for: Option<Duration>,
+    ) {
+    }
     #[inline(always)]
     pub(crate) fn breaker_rejected(_state: &'static str) {}
     #[inline(always)]
@@ -27,9 +35,19 @@ mod off {
     #[inline(always)]
     pub(crate) fn cache_result(_result: &'static str) {}
     #[inline(always)]
+    pub(crate) fn cache_load() {}
+    #[inline(always)]
+    pub(crate) fn cache_store() {}
+    #[inline(always)]
     pub(crate) fn cache_ttl_offset(_jitter: Duration) {}
     #[inline(always)]
     pub(crate) fn applied_offset(_layer: &'static str, _applied: Duration) {}
+    #[inline(always)]
+    pub(crate) fn pace_waited() {}
+    #[inline(always)]
+    pub(crate) fn pace_overloaded() {}
+    #[inline(always)]
+    pub(crate) fn throttle_rejected() {}
     #[inline(always)]
     pub(crate) fn redis_lease(_lease: &'static str, _waited: Duration) {}
 }

@@ -1,87 +1,170 @@
 //! The same facts as the span fields, counted through the `opentelemetry`
 //! metrics API (feature `otel`).
+//!
+//! Names follow OpenTelemetry's conventions — durations in seconds (unit
+//! `s`), counts with a `{thing}` unit — and, for the per-call retry
+//! histograms, gRPC's retry metrics (gRFC A96: `grpc.client.call.retries`,
+//! `grpc.client.call.retry_delay`). The OpenTelemetry Prometheus exporter
+//! turns a name's dots into underscores, adds `_total` to counters and the
+//! unit (`_seconds`) to histograms: `dephase.retry.retries` is scraped as
+//! `dephase_retry_retries_total`, `dephase.delay` as
+//! `dephase_delay_seconds_bucket` (the dashboard in `dashboards/` uses
+//! those names).
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter};
+use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
 
-/// Retries planned (attribute `dephase.retry.reason`). Counter.
+/// Retries sent (attribute `dephase.retry.reason`). Counter.
 pub const RETRIES: &str = "dephase.retry.retries";
 /// Retries the budget refused. Counter.
 pub const BUDGET_DENIALS: &str = "dephase.retry.budget_denials";
+/// Retries per retried call (gRFC A96's `grpc.client.call.retries`;
+/// calls that were not retried are not recorded, so that the success path
+/// records nothing). Histogram, unit `{retry}`.
+pub const CALL_RETRIES: &str = "dephase.retry.call.retries";
+/// Total backoff of each retried call, in seconds (gRFC A96's
+/// `grpc.client.call.retry_delay`). Histogram, unit `s`.
+pub const CALL_RETRY_DELAY: &str = "dephase.retry.call.retry_delay";
 /// Breaker transitions (attribute `dephase.breaker.state`: the new state). Counter.
 pub const BREAKER_TRANSITIONS: &str = "dephase.breaker.transitions";
 /// Calls a breaker rejected (attribute `dephase.breaker.state`). Counter.
 pub const BREAKER_REJECTIONS: &str = "dephase.breaker.rejections";
+/// Breakers not closed now (open or half-open): up at each opening from
+/// closed, down at each closing. Up-down counter (a gauge in Prometheus).
+pub const BREAKERS_OPEN: &str = "dephase.breaker.open";
 /// Callers that shared another caller's call. Counter.
 pub const COALESCE_FOLLOWERS: &str = "dephase.coalesce.followers";
 /// Cache lookups (attribute `dephase.cache.result`). Counter.
 pub const CACHE_RESULTS: &str = "dephase.cache.results";
+/// Calls a cache made to the origin: loads and refreshes. Counter.
+pub const CACHE_LOADS: &str = "dephase.cache.loads";
+/// Values a cache wrote into its store. `loads / stores` is the number
+/// of origin calls per stored value: 1 when every expiry is recomputed
+/// once, more in a stampede. Counter.
+pub const CACHE_STORES: &str = "dephase.cache.stores";
 /// Requests served through the Redis store (feature `redis`), by how the
 /// fill went across replicas (attribute `dephase.redis.lease`: `none`,
 /// `acquired`, `waited`, `deadline`, `degraded`). Counter.
 pub const REDIS_LEASES: &str = "dephase.redis.leases";
-/// Offsets applied, in milliseconds (attribute `dephase.layer`: `retry`
-/// (a backoff), `breaker` (an open time), `cache` (a TTL jitter), `pace`
-/// (a wait), `offset` (a deterministic offset), `redis` (the polling of a
-/// replica that waited for another's load)). Histogram.
-pub const OFFSETS: &str = "dephase.offset";
+/// Callers a pacer made wait for their turn. Counter.
+pub const PACE_WAITS: &str = "dephase.pace.waits";
+/// Callers a pacer turned away (their turn was too far). Counter.
+pub const PACE_OVERLOADED: &str = "dephase.pace.overloaded";
+/// Calls a throttle shed locally. Counter.
+pub const THROTTLE_REJECTIONS: &str = "dephase.throttle.rejections";
+/// Delays applied, in seconds (attribute `dephase.layer`: `retry` (a
+/// backoff), `breaker` (an open time), `cache` (a TTL jitter), `pace` (a
+/// wait), `offset` (a deterministic offset), `redis` (the polling of a
+/// replica that waited for another's load)). Histogram, unit `s`.
+pub const DELAYS: &str = "dephase.delay";
 
-/// The attribute that says which layer applied an offset.
+/// The attribute that says which layer applied a delay.
 pub const LAYER: &str = "dephase.layer";
+
+/// Bucket boundaries of the delay histograms, in seconds: 1 ms to 5 min.
+const SECONDS: [f64; 17] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0,
+];
 
 struct Instruments {
     retries: Counter<u64>,
     budget_denials: Counter<u64>,
+    call_retries: Histogram<u64>,
+    call_retry_delay: Histogram<f64>,
     breaker_transitions: Counter<u64>,
     breaker_rejections: Counter<u64>,
+    breakers_open: UpDownCounter<i64>,
     coalesce_followers: Counter<u64>,
     cache_results: Counter<u64>,
+    cache_loads: Counter<u64>,
+    cache_stores: Counter<u64>,
     #[cfg(feature = "redis")]
     redis_leases: Counter<u64>,
-    offsets: Histogram<f64>,
+    pace_waits: Counter<u64>,
+    pace_overloaded: Counter<u64>,
+    throttle_rejections: Counter<u64>,
+    delays: Histogram<f64>,
 }
 
 static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
 
 impl Instruments {
     fn new(meter: &Meter) -> Self {
+        let counter = |name: &'static str, unit: &'static str, description: &'static str| {
+            meter
+                .u64_counter(name)
+                .with_unit(unit)
+                .with_description(description)
+                .build()
+        };
         Instruments {
-            retries: meter
-                .u64_counter(RETRIES)
-                .with_description("Retries planned")
+            retries: counter(RETRIES, "{retry}", "Retries sent"),
+            budget_denials: counter(
+                BUDGET_DENIALS,
+                "{retry}",
+                "Retries refused by the retry budget",
+            ),
+            call_retries: meter
+                .u64_histogram(CALL_RETRIES)
+                .with_unit("{retry}")
+                .with_description("Retries per retried call")
+                .with_boundaries(vec![1.0, 2.0, 3.0, 4.0, 5.0, 10.0])
                 .build(),
-            budget_denials: meter
-                .u64_counter(BUDGET_DENIALS)
-                .with_description("Retries refused by the retry budget")
+            call_retry_delay: meter
+                .f64_histogram(CALL_RETRY_DELAY)
+                .with_unit("s")
+                .with_description("Total backoff of each retried call")
+                .with_boundaries(SECONDS.to_vec())
                 .build(),
-            breaker_transitions: meter
-                .u64_counter(BREAKER_TRANSITIONS)
-                .with_description("Circuit breaker transitions, by new state")
+            breaker_transitions: counter(
+                BREAKER_TRANSITIONS,
+                "{transition}",
+                "Circuit breaker transitions, by new state",
+            ),
+            breaker_rejections: counter(
+                BREAKER_REJECTIONS,
+                "{call}",
+                "Calls rejected by a circuit breaker",
+            ),
+            breakers_open: meter
+                .i64_up_down_counter(BREAKERS_OPEN)
+                .with_unit("{breaker}")
+                .with_description("Circuit breakers open or half-open")
                 .build(),
-            breaker_rejections: meter
-                .u64_counter(BREAKER_REJECTIONS)
-                .with_description("Calls rejected by a circuit breaker")
-                .build(),
-            coalesce_followers: meter
-                .u64_counter(COALESCE_FOLLOWERS)
-                .with_description("Callers that shared another caller's call")
-                .build(),
-            cache_results: meter
-                .u64_counter(CACHE_RESULTS)
-                .with_description("Cache lookups, by result")
-                .build(),
+            coalesce_followers: counter(
+                COALESCE_FOLLOWERS,
+                "{call}",
+                "Callers that shared another caller's call",
+            ),
+            cache_results: counter(CACHE_RESULTS, "{lookup}", "Cache lookups, by result"),
+            cache_loads: counter(
+                CACHE_LOADS,
+                "{call}",
+                "Calls to the origin by a cache (loads and refreshes)",
+            ),
+            cache_stores: counter(CACHE_STORES, "{value}", "Values written into a cache"),
             #[cfg(feature = "redis")]
-            redis_leases: meter
-                .u64_counter(REDIS_LEASES)
-                .with_description("Requests through the Redis store, by lease outcome")
-                .build(),
-            offsets: meter
-                .f64_histogram(OFFSETS)
-                .with_unit("ms")
-                .with_description("Offsets applied by dephase layers")
+            redis_leases: counter(
+                REDIS_LEASES,
+                "{request}",
+                "Requests through the Redis store, by lease outcome",
+            ),
+            pace_waits: counter(PACE_WAITS, "{call}", "Callers a pacer made wait"),
+            pace_overloaded: counter(PACE_OVERLOADED, "{call}", "Callers a pacer turned away"),
+            throttle_rejections: counter(
+                THROTTLE_REJECTIONS,
+                "{call}",
+                "Calls a throttle shed locally",
+            ),
+            delays: meter
+                .f64_histogram(DELAYS)
+                .with_unit("s")
+                .with_description("Delays applied by dephase layers")
+                .with_boundaries(SECONDS.to_vec())
                 .build(),
         }
     }
@@ -106,29 +189,40 @@ fn instruments() -> &'static Instruments {
     INSTRUMENTS.get_or_init(|| Instruments::new(&opentelemetry::global::meter("dephase")))
 }
 
-fn offset(layer: &'static str, offset: Duration) {
+fn delay(layer: &'static str, delay: Duration) {
     instruments()
-        .offsets
-        .record(super::millis(offset), &[KeyValue::new(LAYER, layer)]);
+        .delays
+        .record(delay.as_secs_f64(), &[KeyValue::new(LAYER, layer)]);
 }
 
-pub(crate) fn retry(reason: &'static str, delay: Duration) {
+pub(crate) fn retry(reason: &'static str, backoff: Duration) {
     instruments()
         .retries
         .add(1, &[KeyValue::new(super::RETRY_REASON, reason)]);
-    offset("retry", delay);
+    delay("retry", backoff);
+}
+
+pub(crate) fn retried_call(retries: u32, slept: Duration) {
+    let i = instruments();
+    i.call_retries.record(u64::from(retries), &[]);
+    i.call_retry_delay.record(slept.as_secs_f64(), &[]);
 }
 
 pub(crate) fn budget_denied() {
     instruments().budget_denials.add(1, &[]);
 }
 
-pub(crate) fn breaker_transition(to: &'static str, open_for: Option<Duration>) {
-    instruments()
-        .breaker_transitions
+pub(crate) fn breaker_transition(from: &'static str, to: &'static str, open_for: Option<Duration>) {
+    let i = instruments();
+    i.breaker_transitions
         .add(1, &[KeyValue::new(super::BREAKER_STATE, to)]);
+    match (from, to) {
+        ("closed", _) => i.breakers_open.add(1, &[]),
+        (_, "closed") => i.breakers_open.add(-1, &[]),
+        _ => {}
+    }
     if let Some(open_for) = open_for {
-        offset("breaker", open_for);
+        delay("breaker", open_for);
     }
 }
 
@@ -148,12 +242,32 @@ pub(crate) fn cache_result(result: &'static str) {
         .add(1, &[KeyValue::new(super::CACHE_RESULT, result)]);
 }
 
+pub(crate) fn cache_load() {
+    instruments().cache_loads.add(1, &[]);
+}
+
+pub(crate) fn cache_store() {
+    instruments().cache_stores.add(1, &[]);
+}
+
 pub(crate) fn cache_ttl_offset(jitter: Duration) {
-    offset("cache", jitter);
+    delay("cache", jitter);
 }
 
 pub(crate) fn applied_offset(layer: &'static str, applied: Duration) {
-    offset(layer, applied);
+    delay(layer, applied);
+}
+
+pub(crate) fn pace_waited() {
+    instruments().pace_waits.add(1, &[]);
+}
+
+pub(crate) fn pace_overloaded() {
+    instruments().pace_overloaded.add(1, &[]);
+}
+
+pub(crate) fn throttle_rejected() {
+    instruments().throttle_rejections.add(1, &[]);
 }
 
 /// Called by the cache for requests that went through a Redis store (so
@@ -166,6 +280,6 @@ pub(crate) fn redis_lease(lease: &'static str, waited: Duration) {
         .redis_leases
         .add(1, &[KeyValue::new(super::REDIS_LEASE, lease)]);
     if !waited.is_zero() {
-        offset("redis", waited);
+        delay("redis", waited);
     }
 }

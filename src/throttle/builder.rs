@@ -71,6 +71,7 @@ impl ThrottlerBuilder {
                 window: Window::new(self.window, self.buckets as usize),
                 k,
                 rng: RngSource::from_seed(self.seed),
+                rejections: Default::default(),
             }),
         })
     }

@@ -61,4 +61,4 @@ mod state;
 pub use self::builder::ThrottlerBuilder;
 pub use self::layer::ThrottleLayer;
 pub use self::service::Throttle;
-pub use self::state::{Permit, Throttler};
+pub use self::state::{Permit, ThrottleStats, Throttler};

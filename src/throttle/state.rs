@@ -8,6 +8,7 @@ use super::builder::ThrottlerBuilder;
 use super::error::Throttled;
 use crate::classify::Outcome;
 use crate::rng::RngSource;
+use crate::tally::Count;
 use crate::window::{Window, pair};
 
 /// The counts of an adaptive throttle, shared by every clone.
@@ -21,6 +22,23 @@ pub(super) struct Shared {
     pub(super) window: Window,
     pub(super) k: f64,
     pub(super) rng: RngSource,
+    pub(super) rejections: Count,
+}
+
+/// What a [`Throttler`] has done: its counts over the trailing window now,
+/// and the calls it has shed since it was built (every clone counts into
+/// the same numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub struct ThrottleStats {
+    /// Requests in the window (shed ones included).
+    pub requests: u64,
+    /// Of those, the ones the backend accepted.
+    pub accepts: u64,
+    /// The probability that a request made now is shed.
+    pub probability: f64,
+    /// Calls shed locally since the throttler was built.
+    pub rejections: u64,
 }
 
 impl Throttler {
@@ -40,6 +58,18 @@ impl Throttler {
     pub fn probability(&self) -> f64 {
         let (requests, accepts) = self.counts();
         probability(requests, accepts, self.shared.k)
+    }
+
+    /// The window's counts, the probability of shedding, and the calls
+    /// shed so far.
+    pub fn stats(&self) -> ThrottleStats {
+        let (requests, accepts) = self.counts();
+        ThrottleStats {
+            requests,
+            accepts,
+            probability: probability(requests, accepts, self.shared.k),
+            rejections: self.shared.rejections.get(),
+        }
     }
 
     /// Asks to make one call: a [`Permit`] whose outcome you then
@@ -89,6 +119,8 @@ impl Throttler {
         let p = probability(requests, accepts, self.shared.k);
         window.add(now, pair(1, 0));
         if p > 0.0 && (draw as f64) < p * 2f64.powi(64) {
+            self.shared.rejections.add();
+            crate::telemetry::count::throttle_rejected();
             Err(Throttled::new(p))
         } else {
             Ok(())

@@ -1,0 +1,83 @@
+//! The counters behind the layers' `stats()` snapshots. A counter bumped on
+//! a hot path (a cache hit) is striped: each thread adds to a stripe of its
+//! own cache line, so that counting does not make the cores fight over one
+//! line; reading sums the stripes.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// A plain counter, for paths that already do more than an atomic add
+/// (a retry, a rejection, a load).
+#[derive(Debug, Default)]
+pub(crate) struct Count(AtomicU64);
+
+impl Count {
+    #[inline]
+    pub(crate) fn add(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+const STRIPES: usize = 8;
+
+/// One cache line per stripe (128 bytes: adjacent-line prefetching pairs
+/// 64-byte lines on x86).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Line(AtomicU64);
+
+/// A counter split in stripes, for the hot path.
+#[derive(Debug, Default)]
+pub(crate) struct Striped([Line; STRIPES]);
+
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        // Const-initialised and without a destructor: no lazy
+        // registration on the hot path, and always accessible.
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    STRIPE.with(|stripe| match stripe.get() {
+        usize::MAX => {
+            let mine = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            stripe.set(mine);
+            mine
+        }
+        mine => mine,
+    })
+}
+
+impl Striped {
+    #[inline]
+    pub(crate) fn add(&self) {
+        self.0[stripe()].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.iter().fold(0u64, |sum, line| {
+            sum.wrapping_add(line.0.load(Ordering::Relaxed))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stripes_sum_across_threads() {
+        let count = std::sync::Arc::new(Striped::default());
+        let threads: Vec<_> = (0..12)
+            .map(|_| {
+                let count = std::sync::Arc::clone(&count);
+                std::thread::spawn(move || (0..1000).for_each(|_| count.add()))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(count.get(), 12_000);
+    }
+}
