@@ -360,3 +360,120 @@ async fn a_replica_that_waited_on_a_lease_exports_the_wait_it_applied() {
     assert!(waited > 0.0, "{waited}");
     assert_eq!(store.stats().waited, 1);
 }
+
+/// The OpenTelemetry HTTP semantic conventions: "`http.request.resend_count`
+/// … SHOULD be recorded on each HTTP client span of a re-sent request" —
+/// one client span per physical request. A tower-http `TraceLayer` inside
+/// the retry makes that span from the request, and reads the re-send count
+/// from the [`Attempt`] the retry layer put into the re-sends' extensions;
+/// the retry layer records the totals on the logical request's span.
+#[cfg(feature = "http")]
+#[tokio::test(start_paused = true)]
+async fn each_attempt_has_its_own_span_with_its_resend_count() {
+    use bytes::Bytes;
+    use dephase::http::{HttpClassifier, IdempotentRequests};
+    use dephase::retry::Attempt;
+    use http_body_util::Full;
+    use tower_http::trace::TraceLayer;
+
+    let spans = exported(async {
+        let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let origin = tower::service_fn(move |_: http::Request<Full<Bytes>>| {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                let status = if n < 2 { 503 } else { 200 };
+                Ok::<_, BoxError>(
+                    http::Response::builder()
+                        .status(status)
+                        .body(Full::new(Bytes::new()))
+                        .unwrap(),
+                )
+            }
+        });
+        let policy = RetryPolicy::builder()
+            .max_attempts(3)
+            .backoff(
+                ExponentialBackoff::builder()
+                    .base(Duration::from_millis(100))
+                    .jitter(Jitter::None)
+                    .build()
+                    .unwrap(),
+            )
+            .classify(HttpClassifier::new())
+            .clone_requests(IdempotentRequests::new())
+            .build()
+            .unwrap();
+        // The span of each physical request: what a user writes for
+        // tower-http's TraceLayer (reqwest-tracing's `on_request` the same).
+        let per_attempt = TraceLayer::new_for_http().make_span_with(
+            |request: &http::Request<Full<Bytes>>| {
+                let attempt = request.extensions().get::<Attempt>().copied();
+                let span = tracing::info_span!(
+                    "GET",
+                    attempt = i64::from(attempt.map_or(1, Attempt::number)),
+                    http.request.resend_count = Empty,
+                );
+                if let Some(attempt) = attempt {
+                    attempt.record(&span);
+                }
+                span
+            },
+        );
+        let client = ServiceBuilder::new()
+            .layer(RetryLayer::new(policy))
+            .layer(per_attempt)
+            .service(origin);
+        let logical = tracing::info_span!(
+            "GET /report",
+            http.request.resend_count = Empty,
+            dephase.retry.delay_ms = Empty,
+            dephase.retry.reason = Empty,
+        );
+        let request = http::Request::get("http://origin/report")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = bounded(client.oneshot(request).instrument(logical))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    })
+    .await;
+
+    let logical = span(&spans, "GET /report");
+    let mut attempts: Vec<_> = spans.iter().filter(|s| s.name == "GET").collect();
+    attempts.sort_by_key(|s| s.start_time);
+    assert_eq!(attempts.len(), 3, "one span per physical request");
+    for (i, attempt) in attempts.iter().enumerate() {
+        // Children of the logical request's span.
+        assert_eq!(attempt.parent_span_id, logical.span_context.span_id());
+        assert_eq!(attribute(attempt, "attempt"), Value::I64(i as i64 + 1));
+    }
+    // The first attempt is not a re-send: no count on its span.
+    assert!(
+        attempts[0]
+            .attributes
+            .iter()
+            .all(|kv| kv.key.as_str() != "http.request.resend_count")
+    );
+    assert_eq!(
+        attribute(attempts[1], "http.request.resend_count"),
+        Value::I64(1)
+    );
+    assert_eq!(
+        attribute(attempts[2], "http.request.resend_count"),
+        Value::I64(2)
+    );
+    // The totals, on the logical span: two re-sends, 100 + 200 ms slept.
+    assert_eq!(
+        attribute(logical, "http.request.resend_count"),
+        Value::I64(2)
+    );
+    assert_eq!(
+        attribute(logical, "dephase.retry.delay_ms"),
+        Value::F64(300.0)
+    );
+    assert_eq!(
+        attribute(logical, "dephase.retry.reason"),
+        Value::from("unavailable")
+    );
+}

@@ -39,4 +39,30 @@ impl Attempt {
     pub const fn resend_count(self) -> u32 {
         self.0 - 1
     }
+
+    /// Records `http.request.resend_count` on `span` (which must declare
+    /// the field, as `Empty`), as the integer OpenTelemetry expects, if
+    /// this attempt is a re-send; nothing for a first attempt (the
+    /// convention leaves the attribute off the first request).
+    ///
+    /// ```
+    /// use dephase::retry::Attempt;
+    /// use tracing::field::Empty;
+    ///
+    /// // In a tower-http `TraceLayer::make_span_with`, below the retry:
+    /// // `request.extensions().get::<Attempt>()`, `None` on a first attempt.
+    /// let attempt = Some(Attempt::new(2));
+    /// let span = tracing::info_span!("GET", http.request.resend_count = Empty);
+    /// if let Some(attempt) = attempt {
+    ///     attempt.record(&span); // http.request.resend_count = 1
+    /// }
+    /// ```
+    pub fn record(self, span: &tracing::Span) {
+        if self.0 > 1 {
+            span.record(
+                crate::telemetry::RESEND_COUNT,
+                i64::from(self.resend_count()),
+            );
+        }
+    }
 }
