@@ -405,8 +405,8 @@ async fn each_attempt_has_its_own_span_with_its_resend_count() {
             .unwrap();
         // The span of each physical request: what a user writes for
         // tower-http's TraceLayer (reqwest-tracing's `on_request` the same).
-        let per_attempt = TraceLayer::new_for_http().make_span_with(
-            |request: &http::Request<Full<Bytes>>| {
+        let per_attempt =
+            TraceLayer::new_for_http().make_span_with(|request: &http::Request<Full<Bytes>>| {
                 let attempt = request.extensions().get::<Attempt>().copied();
                 let span = tracing::info_span!(
                     "GET",
@@ -417,8 +417,7 @@ async fn each_attempt_has_its_own_span_with_its_resend_count() {
                     attempt.record(&span);
                 }
                 span
-            },
-        );
+            });
         let client = ServiceBuilder::new()
             .layer(RetryLayer::new(policy))
             .layer(per_attempt)

@@ -278,9 +278,13 @@ async fn the_layers_count_what_they_did() {
         "{counters:?}"
     );
     assert_eq!(count(metrics::CACHE_RESULTS, "hit"), 2, "{counters:?}");
-    // One load and one stored value in memory; with Redis down, one more
-    // load and nothing stored.
-    assert_eq!(count(metrics::CACHE_LOADS, ""), 1 + redis, "{counters:?}");
+    // One value computed and stored in memory; with Redis down, one more
+    // computed and nothing stored.
+    assert_eq!(
+        count(metrics::CACHE_RECOMPUTES, ""),
+        1 + redis,
+        "{counters:?}"
+    );
     assert_eq!(count(metrics::CACHE_STORES, ""), 1, "{counters:?}");
     assert_eq!(count(metrics::PACE_WAITS, ""), 1, "{counters:?}");
     assert_eq!(count(metrics::PACE_OVERLOADED, ""), 1, "{counters:?}");

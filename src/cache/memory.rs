@@ -224,7 +224,6 @@ where
     {
         let shared = Arc::clone(&self.shared);
         shared.counts.loads.add();
-        telemetry::count::cache_load();
         Box::pin(async move {
             let started = Instant::now();
             let result = future.await;
@@ -233,6 +232,7 @@ where
             match result {
                 Ok(value) if !(shared.keep)(&value) => Ok((value, Served::new(CacheResult::Miss))),
                 Ok(value) => {
+                    telemetry::count::cache_recompute();
                     let offset = freshness.jitter.offset(&key, fraction);
                     Span::current().record(CACHE_TTL_OFFSET_MS, telemetry::millis(offset));
                     telemetry::count::cache_ttl_offset(offset);

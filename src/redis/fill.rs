@@ -183,8 +183,14 @@ where
         S::Error: Into<BoxError>,
     {
         bump(&self.shared.counters.origin_calls);
-        telemetry::count::cache_load();
-        service.call(request).await.map_err(|e| Arc::new(e.into()))
+        let value = service
+            .call(request)
+            .await
+            .map_err(|e| Arc::new(e.into()))?;
+        if value.is_storable() && (self.shared.keep)(&value) {
+            telemetry::count::cache_recompute();
+        }
+        Ok(value)
     }
 
     /// With the lease `held`: calls the origin, measures Δ, writes the value

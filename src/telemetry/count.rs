@@ -3,9 +3,9 @@
 
 #[cfg(feature = "otel")]
 pub(crate) use super::metrics::{
-    applied_offset, breaker_rejected, breaker_transition, budget_denied, cache_load, cache_result,
-    cache_store, cache_ttl_offset, coalesce_follower, pace_overloaded, pace_waited, redis_lease,
-    retried_call, retry, throttle_rejected,
+    applied_offset, breaker_rejected, breaker_transition, budget_denied, cache_recompute,
+    cache_result, cache_store, cache_ttl_offset, coalesce_follower, pace_overloaded, pace_waited,
+    redis_lease, retried_call, retry, throttle_rejected,
 };
 
 #[cfg(not(feature = "otel"))]
@@ -35,7 +35,7 @@ mod off {
     #[inline(always)]
     pub(crate) fn cache_result(_result: &'static str) {}
     #[inline(always)]
-    pub(crate) fn cache_load() {}
+    pub(crate) fn cache_recompute() {}
     #[inline(always)]
     pub(crate) fn cache_store() {}
     #[inline(always)]

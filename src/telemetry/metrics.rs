@@ -39,11 +39,15 @@ pub const BREAKERS_OPEN: &str = "dephase.breaker.open";
 pub const COALESCE_FOLLOWERS: &str = "dephase.coalesce.followers";
 /// Cache lookups (attribute `dephase.cache.result`). Counter.
 pub const CACHE_RESULTS: &str = "dephase.cache.results";
-/// Calls a cache made to the origin: loads and refreshes. Counter.
-pub const CACHE_LOADS: &str = "dephase.cache.loads";
-/// Values a cache wrote into its store. `loads / stores` is the number
-/// of origin calls per stored value: 1 when every expiry is recomputed
-/// once, more in a stampede. Counter.
+/// Values a cache computed through the origin that it would keep (loads
+/// and refreshes that returned a storable value), stored or not. Counter.
+pub const CACHE_RECOMPUTES: &str = "dephase.cache.recomputes";
+/// Values a cache wrote into its store. `recomputes / stores` is the
+/// number of times each stored value was computed: 1 when every expiry is
+/// recomputed once; more when replicas of a fleet computed the same value
+/// (a lease wait that ran out, Redis unreachable) or a write was refused
+/// (its lease lost). The stampede alert in `dashboards/alerts.yaml` fires
+/// above 1.5. Counter.
 pub const CACHE_STORES: &str = "dephase.cache.stores";
 /// Requests served through the Redis store (feature `redis`), by how the
 /// fill went across replicas (attribute `dephase.redis.lease`: `none`,
@@ -80,7 +84,7 @@ struct Instruments {
     breakers_open: UpDownCounter<i64>,
     coalesce_followers: Counter<u64>,
     cache_results: Counter<u64>,
-    cache_loads: Counter<u64>,
+    cache_recomputes: Counter<u64>,
     cache_stores: Counter<u64>,
     #[cfg(feature = "redis")]
     redis_leases: Counter<u64>,
@@ -141,10 +145,10 @@ impl Instruments {
                 "Callers that shared another caller's call",
             ),
             cache_results: counter(CACHE_RESULTS, "{lookup}", "Cache lookups, by result"),
-            cache_loads: counter(
-                CACHE_LOADS,
-                "{call}",
-                "Calls to the origin by a cache (loads and refreshes)",
+            cache_recomputes: counter(
+                CACHE_RECOMPUTES,
+                "{value}",
+                "Values a cache computed through the origin that it would keep",
             ),
             cache_stores: counter(CACHE_STORES, "{value}", "Values written into a cache"),
             #[cfg(feature = "redis")]
@@ -242,8 +246,8 @@ pub(crate) fn cache_result(result: &'static str) {
         .add(1, &[KeyValue::new(super::CACHE_RESULT, result)]);
 }
 
-pub(crate) fn cache_load() {
-    instruments().cache_loads.add(1, &[]);
+pub(crate) fn cache_recompute() {
+    instruments().cache_recomputes.add(1, &[]);
 }
 
 pub(crate) fn cache_store() {
