@@ -123,6 +123,12 @@ fn main() -> Result<(), BoxError> {
 
     let started = std::time::Instant::now();
     let mut entries = Vec::new();
+    progress.suspend(|| {
+        println!(
+            "\"{}\": how many times better dephase did than naive (fewer origin calls, lower peaks, lower latency, more successes): above 1 is better, below 1 worse.",
+            report::GAIN
+        );
+    });
     for name in &args.scenarios {
         progress.set_message(format!("{name} (naive, then dephase)"));
         let scenario = runtime.block_on(scenarios::run(name, args.settings))?;

@@ -74,15 +74,54 @@ impl Figures {
     }
 }
 
-fn ratio(naive: f64, dephase: f64) -> String {
-    if dephase == 0.0 {
-        "-".into()
+/// Which way a figure is better.
+#[derive(Clone, Copy)]
+enum Better {
+    Lower,
+    Higher,
+}
+
+/// How many times better dephase did than naive (> 1: better, < 1:
+/// worse), from the figures as printed (`resolution`: the smallest printed
+/// step, so that a figure printed as 0 reads as "at most that").
+fn gain(naive: f64, dephase: f64, better: Better, resolution: f64) -> String {
+    let (top, bottom) = match better {
+        Better::Lower => (naive, dephase),
+        Better::Higher => (dephase, naive),
+    };
+    if top < resolution && bottom < resolution {
+        return "1x".into();
+    }
+    if bottom < resolution {
+        return format!("> {}x", factor(top / resolution));
+    }
+    format!("{}x", factor(top / bottom))
+}
+
+fn factor(x: f64) -> String {
+    if x >= 10.0 {
+        format!("{x:.0}")
+    } else if x >= 0.1 {
+        format!("{x:.1}")
     } else {
-        format!("{:.1}x", naive / dephase)
+        format!("{x:.2}")
     }
 }
 
-/// Prints the scenario's table.
+/// A figure as printed: more decimals for small ones.
+fn number(x: f64) -> String {
+    if x != 0.0 && x.abs() < 0.01 {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// The header of the gain column, explained once before the tables.
+pub const GAIN: &str = "dephase vs naive";
+
+/// Prints the scenario's table: one row per figure; the gain column says
+/// how many times better dephase did (> 1 always means better).
 pub fn table(scenario: &Scenario) -> Result<(), BoxError> {
     let (n, d) = (
         Figures::of(&scenario.naive)?,
@@ -93,82 +132,105 @@ pub fn table(scenario: &Scenario) -> Result<(), BoxError> {
         None => None,
     };
     let third = |f: &dyn Fn(&Figures) -> String| v.as_ref().map(f).unwrap_or_default();
-    let header_third = scenario.variant.as_ref().map_or("", |(name, _)| name);
-    println!();
-    println!("{}", scenario.description);
-    println!(
-        "{:<42} {:>12} {:>12} {:>14} {:>24}",
-        scenario.name, "naive", "dephase", "naive/dephase", header_third
-    );
-    let rows: Vec<(&str, String, String, String, String)> = vec![
-        (
+    let percent = |x: f64| format!("{:.1}%", 100.0 * x);
+    let millis = |x: f64| format!("{x:.1} ms");
+    type Row = [String; 5];
+    let row = |label: &str,
+               value: &dyn Fn(&Figures) -> f64,
+               show: &dyn Fn(f64) -> String,
+               better: Better,
+               resolution: f64|
+     -> Row {
+        [
+            label.to_string(),
+            show(value(&n)),
+            show(value(&d)),
+            gain(value(&n), value(&d), better, resolution),
+            third(&|f| show(value(f))),
+        ]
+    };
+    let mut rows: Vec<Row> = vec![
+        [
+            scenario.name.to_string(),
+            "naive".into(),
+            "dephase".into(),
+            GAIN.into(),
+            scenario
+                .variant
+                .as_ref()
+                .map_or(String::new(), |(name, _)| name.to_string()),
+        ],
+        row(
             "origin calls",
-            n.origin_calls.to_string(),
-            d.origin_calls.to_string(),
-            ratio(n.origin_calls as f64, d.origin_calls as f64),
-            third(&|f| f.origin_calls.to_string()),
+            &|f| f.origin_calls as f64,
+            &|x| format!("{x:.0}"),
+            Better::Lower,
+            1.0,
         ),
-        (
-            "amplification (origin calls per request)",
-            format!("{:.2}", n.amplification),
-            format!("{:.2}", d.amplification),
-            ratio(n.amplification, d.amplification),
-            third(&|f| format!("{:.2}", f.amplification)),
+        row(
+            "origin calls per request",
+            &|f| f.amplification,
+            &number,
+            Better::Lower,
+            0.0001,
         ),
-        (
-            "peak origin requests per 10 ms",
-            n.peak_per_10ms.to_string(),
-            d.peak_per_10ms.to_string(),
-            ratio(n.peak_per_10ms as f64, d.peak_per_10ms as f64),
-            third(&|f| f.peak_per_10ms.to_string()),
+        row(
+            "peak origin requests in 10 ms",
+            &|f| f.peak_per_10ms as f64,
+            &|x| format!("{x:.0}"),
+            Better::Lower,
+            1.0,
         ),
-        (
+        row(
             "peak-to-mean (10 buckets of the window)",
-            format!("{:.2}", n.peak_to_mean),
-            format!("{:.2}", d.peak_to_mean),
-            ratio(n.peak_to_mean, d.peak_to_mean),
-            third(&|f| format!("{:.2}", f.peak_to_mean)),
+            &|f| f.peak_to_mean,
+            &number,
+            Better::Lower,
+            0.01,
         ),
-        (
+        row(
             "success rate",
-            format!("{:.1}%", 100.0 * n.success_rate),
-            format!("{:.1}%", 100.0 * d.success_rate),
-            String::new(),
-            third(&|f| format!("{:.1}%", 100.0 * f.success_rate)),
+            &|f| f.success_rate,
+            &percent,
+            Better::Higher,
+            0.001,
         ),
-        (
-            "p50 latency",
-            format!("{:.1} ms", n.p50_ms),
-            format!("{:.1} ms", d.p50_ms),
-            String::new(),
-            third(&|f| format!("{:.1} ms", f.p50_ms)),
-        ),
-        (
-            "p99 latency",
-            format!("{:.1} ms", n.p99_ms),
-            format!("{:.1} ms", d.p99_ms),
-            ratio(n.p99_ms, d.p99_ms),
-            third(&|f| format!("{:.1} ms", f.p99_ms)),
-        ),
+        row("p50 latency", &|f| f.p50_ms, &millis, Better::Lower, 0.1),
+        row("p99 latency", &|f| f.p99_ms, &millis, Better::Lower, 0.1),
     ];
-    for (name, a, b, r, c) in rows {
-        println!("{name:<42} {a:>12} {b:>12} {r:>14} {c:>24}");
-    }
-    for (i, (label, value)) in scenario.naive.extra.iter().enumerate() {
-        let dephase = scenario
-            .dephase
+    // The scenario's own figures: no gain (not all are numbers).
+    let extra = |run: &Run, i: usize| run.extra.get(i).map(|(_, v)| v.clone());
+    let extras = scenario.naive.extra.len().max(scenario.dephase.extra.len());
+    for i in 0..extras {
+        let label = scenario
+            .naive
             .extra
             .get(i)
-            .map_or("", |(_, v)| v.as_str());
-        println!("{label:<42} {value:>12} {dephase:>12}");
+            .or(scenario.dephase.extra.get(i))
+            .map_or("", |(label, _)| label);
+        rows.push([
+            label.to_string(),
+            extra(&scenario.naive, i).unwrap_or_else(|| "-".into()),
+            extra(&scenario.dephase, i).unwrap_or_else(|| "-".into()),
+            String::new(),
+            String::new(),
+        ]);
     }
-    for (label, value) in scenario
-        .dephase
-        .extra
-        .iter()
-        .skip(scenario.naive.extra.len())
-    {
-        println!("{label:<42} {:>12} {value:>12}", "-");
+    let width = |column: usize| {
+        rows.iter()
+            .map(|r| r[column].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..5).map(width).collect();
+    println!();
+    println!("{}", scenario.description);
+    for r in &rows {
+        let mut line = format!("{:<w$}", r[0], w = widths[0]);
+        for (cell, w) in r.iter().zip(&widths).skip(1) {
+            line.push_str(&format!("  {cell:>w$}"));
+        }
+        println!("{}", line.trim_end());
     }
     Ok(())
 }
@@ -225,13 +287,17 @@ pub fn svg(scenario: &Scenario, path: &Path) -> Result<(), BoxError> {
         .fold(1.0, f64::max)
         * 1.1;
 
+    // The origin's capacity in requests per bucket: `capacity` at once,
+    // each held for its service time.
+    let capacity = scenario
+        .capacity
+        .map(|c| c as f64 * BUCKET.as_secs_f64() / crate::origin::SERVICE_TIME.as_secs_f64());
+    let y_max = y_max.max(capacity.unwrap_or(0.0) * 1.1).ceil();
+
     let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("{}: origin requests per 10 ms", scenario.name),
-            ("sans-serif", 20),
-        )
+        .caption(scenario.title, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(50)
@@ -239,8 +305,31 @@ pub fn svg(scenario: &Scenario, path: &Path) -> Result<(), BoxError> {
     chart
         .configure_mesh()
         .x_desc("time since the herd started (ms)")
-        .y_desc("requests / 10 ms")
+        .y_desc("requests in 10 ms")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
+    if !scenario.outage.is_zero() {
+        let grey = RGBColor(200, 200, 200);
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(0.0, 0.0), (ms(scenario.outage).min(x_max), y_max)],
+                grey.mix(0.5).filled(),
+            )))?
+            .label(format!("origin down ({} ms)", ms(scenario.outage)))
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 20, y + 5)], grey.mix(0.5).filled())
+            });
+    }
+    if let Some(capacity) = capacity {
+        chart
+            .draw_series(LineSeries::new(
+                [(0.0, capacity), (x_max, capacity)],
+                BLACK.stroke_width(1),
+            ))?
+            .label(format!("origin capacity ({capacity:.1} in 10 ms)"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1)));
+    }
     chart
         .draw_series(LineSeries::new(naive, RED.stroke_width(2)))?
         .label("naive")

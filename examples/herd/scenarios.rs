@@ -12,7 +12,7 @@ use dephase::CircuitBreakerLayer;
 use dephase::backoff::{ExponentialBackoff, Jitter};
 use dephase::breaker::Breaker;
 use dephase::breaker::error::Rejected;
-use dephase::budget::{RatioBudget, RetryBudget, Withdrawal};
+use dephase::budget::{RatioBudget, RetryBudget};
 use dephase::cache::{CacheLayer, MemoryStore, TtlJitter};
 use dephase::classify::{Classify, Outcome};
 use dephase::offset::Offset;
@@ -45,7 +45,13 @@ pub struct Run {
 /// A scenario's runs: naive, dephase, and maybe a second dephase variant.
 pub struct Scenario {
     pub name: &'static str,
+    /// The plot's title: a sentence.
+    pub title: &'static str,
     pub description: String,
+    /// How long the origin is down at the start (zero: not at all).
+    pub outage: Duration,
+    /// Requests the origin serves at once, if it has a limit.
+    pub capacity: Option<usize>,
     pub naive: Run,
     pub dephase: Run,
     /// A second dephase variant, if the scenario has one (cron: index offsets).
@@ -169,43 +175,6 @@ fn breaker_classify(result: Result<&Reply, &CallError>) -> Outcome {
     }
 }
 
-/// A budget that counts what it grants and denies (and forwards to `inner`).
-#[derive(Clone)]
-struct Counted<B> {
-    inner: B,
-    granted: Arc<AtomicU64>,
-    denied: Arc<AtomicU64>,
-}
-
-impl<B: RetryBudget> RetryBudget for Counted<B> {
-    fn deposit(&self) {
-        self.inner.deposit();
-    }
-    fn withdraw(&self) -> Option<Withdrawal> {
-        let w = self.inner.withdraw();
-        let counter = if w.is_some() {
-            &self.granted
-        } else {
-            &self.denied
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        w
-    }
-    fn refund(&self, withdrawal: Withdrawal) {
-        self.granted.fetch_sub(1, Ordering::Relaxed);
-        self.inner.refund(withdrawal);
-    }
-    fn on_success(&self, retry: Option<Withdrawal>) {
-        self.inner.on_success(retry);
-    }
-    fn on_failure(&self) {
-        self.inner.on_failure();
-    }
-    fn balance(&self) -> f64 {
-        self.inner.balance()
-    }
-}
-
 async fn storm_run<C, B>(
     clients: usize,
     policy: RetryPolicy<C, CloneRequests, B>,
@@ -280,15 +249,11 @@ pub async fn retry_storm(settings: Settings) -> Result<Scenario, BoxError> {
         )
         .classify(naive_classify as fn(Result<&Reply, &BoxError>) -> Outcome)
         .build()?;
-    let budget = Counted {
-        inner: RatioBudget::builder()
-            .ttl(Duration::from_secs(10))
-            .ratio(0.2)
-            .min_per_sec(settings.budget_per_sec)
-            .build()?,
-        granted: Arc::default(),
-        denied: Arc::default(),
-    };
+    let budget = RatioBudget::builder()
+        .ttl(Duration::from_secs(10))
+        .ratio(0.2)
+        .min_per_sec(settings.budget_per_sec)
+        .build()?;
     let dephase_policy = RetryPolicy::builder()
         .max_attempts(ATTEMPTS)
         .backoff(
@@ -326,16 +291,16 @@ pub async fn retry_storm(settings: Settings) -> Result<Scenario, BoxError> {
         .half_open_probes(10)
         .build()?;
     let mut dephase = storm_run(settings.clients, dephase_policy, breaker.clone()).await?;
+    let stats = budget.stats();
     dephase.extra.push((
         "retries granted / denied by the budget",
-        format!(
-            "{} / {}",
-            budget.granted.load(Ordering::Relaxed),
-            budget.denied.load(Ordering::Relaxed)
-        ),
+        format!("{} / {}", stats.granted - stats.refunded, stats.denied),
     ));
     Ok(Scenario {
         name: "retry_storm",
+        title: "A retry storm: requests reaching the origin every 10 ms",
+        outage: OUTAGE,
+        capacity: Some(origin::CAPACITY),
         description: format!(
             "{} clients call at the same instant; the origin is down for {OUTAGE:?}, then serves {} at a time ({:?} each) and answers 503 + Retry-After: 1 to the rest. naive: fixed {NAIVE_INTERVAL:?} retries. dephase: full jitter {DEPHASE_BASE:?}..{DEPHASE_CAP:?}, Retry-After as a floor, a ratio budget (20% + {}/s) shared by the herd, a {DEADLINE:?} deadline, a circuit breaker (opens at 50% failures of ≥ 100 calls in 1 s; jittered open time from 250 ms; 10 probes) whose retry-after is a floor too. {ATTEMPTS} attempts each.",
             settings.clients,
@@ -460,8 +425,11 @@ pub async fn cache_stampede(settings: Settings) -> Result<Scenario, BoxError> {
     let dephase = stampede_run(requests, calls, successes, latencies);
     Ok(Scenario {
         name: "cache_stampede",
+        title: "A cache stampede: recomputes reaching the origin every 10 ms",
+        outage: Duration::ZERO,
+        capacity: None,
         description: format!(
-            "one hot key read {RATE} times a second for {LOAD:?}; the origin recomputes it in {:?}; cached for {TTL:?}. naive: a plain TTL cache (every request that misses calls the origin). dephase: the cache layer — coalesced misses, XFetch early refresh (β = 0.5), TTL jitter of up to {:?}.",
+            "One hot key read {RATE} times a second for {LOAD:?}; the origin recomputes it in {:?}; cached for {TTL:?}. naive: a plain TTL cache (every request that misses calls the origin). dephase: the cache layer — coalesced misses, XFetch early refresh (β = 0.5), TTL jitter of up to {:?}.",
             origin::RECOMPUTE,
             TTL / 10
         ),
@@ -550,6 +518,9 @@ pub async fn cron_herd(_: Settings) -> Result<Scenario, BoxError> {
     .await?;
     Ok(Scenario {
         name: "cron_herd",
+        title: "A cron herd: scheduled jobs reaching the origin every 10 ms",
+        outage: Duration::ZERO,
+        capacity: Some(origin::CAPACITY),
         description: format!(
             "{JOBS} scheduled jobs, period {PERIOD:?}, each calling the origin once at the period boundary. naive: no offset. dephase: SipHash-2-4 offsets of the job name within the period (and, as a variant, index offsets i · period / n)."
         ),
@@ -609,6 +580,9 @@ pub async fn warmup(settings: Settings) -> Result<Scenario, BoxError> {
     let dephase = warmup_run(Some(pacer)).await?;
     Ok(Scenario {
         name: "warmup",
+        title: "A warm-up: first calls reaching the origin every 10 ms",
+        outage: Duration::ZERO,
+        capacity: Some(origin::CAPACITY),
         description: format!(
             "{INSTANCES} instances start together and each makes its first call to the origin. naive: all at once. dephase: a pacer releases {WARMUP_RATE} per second, first come first served (no jitter: at a 1 ms spacing, tokio's 1 ms timer would put two jittered releases in one tick)."
         ),
