@@ -146,7 +146,12 @@ where
     }
 }
 
-/// The default classifier: every `Ok` is a success, every `Err` is retryable.
+/// The default classifier: every `Ok` is a success, every `Err` is retryable
+/// — a rejection by another dephase layer below the retry too (a breaker's
+/// `Rejected`, a pacer's `Overloaded`, a throttle's `Throttled`), at once,
+/// with the request's backoff. [`HttpClassifier`](crate::http::HttpClassifier)
+/// does not retry those; to retry a breaker's rejection after its open time,
+/// see [`Rejected`](crate::breaker::error::Rejected).
 ///
 /// ```
 /// use dephase::classify::{Classify, Outcome, RetryErrors};

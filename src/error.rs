@@ -1,4 +1,5 @@
-//! The one error every builder in the crate returns.
+//! The one error every builder in the crate returns, and how a layer
+//! tells another layer's rejection from its inner service's failure.
 //!
 //! Configuration is checked when it is built, not when it is first used: a
 //! zero base delay, a cap below the base, a NaN multiplier or a ratio outside
@@ -79,4 +80,55 @@ pub(crate) fn check_f64(
         ));
     }
     Ok(value)
+}
+
+/// A rejection by one of this crate's layers: the call was turned away
+/// before it reached the service behind that layer.
+#[derive(Debug, Clone, Copy)]
+// The rejections themselves are read by the axum responses only.
+#[cfg_attr(not(feature = "axum"), allow(dead_code))]
+pub(crate) enum Local<'a> {
+    Breaker(&'a crate::breaker::error::Rejected),
+    Pace(&'a crate::pace::error::Overloaded),
+    Throttle(&'a crate::throttle::error::Throttled),
+}
+
+impl<'a> Local<'a> {
+    /// The first rejection by a dephase layer in `error`'s cause chain
+    /// (through a coalesced or cached call's `SharedError`), if any.
+    pub(crate) fn find(error: &'a (dyn std::error::Error + 'static)) -> Option<Local<'a>> {
+        let mut next = Some(error);
+        while let Some(error) = next {
+            // reqwest-middleware's error is transparent over an `anyhow`
+            // error: its `source` skips the error it holds.
+            #[cfg(feature = "reqwest-middleware")]
+            if let Some(reqwest_middleware::Error::Middleware(inner)) = error.downcast_ref() {
+                let inner: &(dyn std::error::Error + 'static) = &**inner;
+                if let Some(local) = Local::find(inner) {
+                    return Some(local);
+                }
+            }
+            if let Some(rejected) = error.downcast_ref() {
+                return Some(Local::Breaker(rejected));
+            }
+            if let Some(overloaded) = error.downcast_ref() {
+                return Some(Local::Pace(overloaded));
+            }
+            if let Some(throttled) = error.downcast_ref() {
+                return Some(Local::Throttle(throttled));
+            }
+            next = error.source();
+        }
+        None
+    }
+
+    /// The label a classifier gives it (`dephase.retry.reason`).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn reason(self) -> &'static str {
+        match self {
+            Local::Breaker(_) => "breaker_open",
+            Local::Pace(_) => "pace_overloaded",
+            Local::Throttle(_) => "throttled",
+        }
+    }
 }

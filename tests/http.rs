@@ -789,3 +789,35 @@ fn request_keys_print_as_their_parts_and_different_keys_print_differently() {
     assert_ne!(get(Some(b"a |=b"), b""), get(Some(b"a"), b"b"));
     assert_ne!(get(Some(b"%FF"), b""), get(Some(b"\xff"), b""));
 }
+
+/// Another dephase layer's rejection is a failure that is not retried,
+/// whatever layer made it and however it is wrapped (a coalesced call's
+/// shared error).
+#[tokio::test(start_paused = true)]
+async fn dephase_rejections_are_not_retried() {
+    let classify = |error: BoxError| {
+        Classify::<Response<()>, BoxError>::classify(&HttpClassifier::new(), Err(&error))
+    };
+    let pacer = dephase::Pacer::builder()
+        .rate(1, Duration::from_secs(10))
+        .max_wait(Duration::ZERO)
+        .build()
+        .unwrap();
+    pacer.wait().await.unwrap();
+    let overloaded = pacer.wait().await.unwrap_err();
+    assert_eq!(
+        classify(Box::new(overloaded)),
+        Outcome::failure("pace_overloaded")
+    );
+
+    let breaker = dephase::Breaker::builder().build().unwrap();
+    breaker.isolate();
+    let service = ServiceBuilder::new()
+        .layer(CoalesceLayer::new(|k: &u8| Some(*k)))
+        .layer(dephase::CircuitBreakerLayer::new(breaker))
+        .service(tower::service_fn(
+            |k: u8| async move { Ok::<_, BoxError>(k) },
+        ));
+    let shared = service.oneshot(1).await.unwrap_err();
+    assert_eq!(classify(shared), Outcome::failure("breaker_open"));
+}

@@ -56,7 +56,7 @@ where
         Poll::Ready(Ok(match self.project().kind.project() {
             KindProj::Called { future } => match ready!(future.poll(cx)) {
                 Ok(response) => response.into_response(),
-                Err(error) => super::response::for_error(error.into()),
+                Err(error) => super::response::error_response(error.into()),
             },
             KindProj::Answered { response } => response
                 .take()

@@ -9,12 +9,18 @@
 //! | rejection | response |
 //! |---|---|
 //! | a breaker's [`Rejected`](crate::breaker::error::Rejected) | `503 Service Unavailable`, `Retry-After` rounded up (none while isolated) |
-//! | a pacer's [`Overloaded`](crate::pace::error::Overloaded) | `429 Too Many Requests`, `Retry-After`: when the turn would be within the maximum wait, rounded up |
+//! | a pacer's [`Overloaded`](crate::pace::error::Overloaded) | `429 Too Many Requests`, `Retry-After`: how much later the turn would have been within the maximum wait (the wait it was offered minus the maximum wait), rounded up |
 //! | a throttle's [`Throttled`](crate::throttle::error::Throttled) | `503 Service Unavailable`, `Retry-After: 1` |
 //!
-//! Each of them is also `IntoResponse`, for handlers that use a
-//! [`Breaker`](crate::breaker::Breaker) or a [`Pacer`](crate::pace::Pacer)
-//! directly.
+//! A rejection is found also when it comes wrapped in a coalesced or
+//! cached call's shared error. Each of them is also `IntoResponse`, and
+//! [`error_response`] answers any error the same way, for handlers that
+//! call a guarded service (or a [`Breaker`](crate::breaker::Breaker), a
+//! [`Pacer`](crate::pace::Pacer)) themselves.
+//!
+//! Put a pacer *above* a breaker: the breaker does not count the calls
+//! another dephase layer below it turned away (the service never saw
+//! them), but above it the pacer also keeps an overload off the breaker.
 //!
 //! ```
 //! use std::time::Duration;
@@ -30,8 +36,8 @@
 //! let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(
 //!     ServiceBuilder::new()
 //!         .layer(RejectionLayer::new())
-//!         .layer(CircuitBreakerLayer::new(breaker))
-//!         .layer(PaceLayer::new(pacer)),
+//!         .layer(PaceLayer::new(pacer))
+//!         .layer(CircuitBreakerLayer::new(breaker)),
 //! );
 //! # let _ = app;
 //! # Ok(()) }
@@ -43,4 +49,5 @@ mod response;
 mod service;
 
 pub use self::layer::RejectionLayer;
+pub use self::response::error_response;
 pub use self::service::HandleRejection;

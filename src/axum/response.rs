@@ -6,6 +6,7 @@ use axum_core::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
 use crate::breaker::error::Rejected;
+use crate::error::Local;
 use crate::pace::error::Overloaded;
 use crate::throttle::error::Throttled;
 
@@ -59,23 +60,42 @@ impl IntoResponse for Throttled {
 }
 
 /// The response for a dephase error; any other error is a `500`.
-pub(super) fn for_error(error: crate::BoxError) -> Response {
-    let error = match error.downcast::<Rejected>() {
-        Ok(rejected) => return rejected.into_response(),
-        Err(other) => other,
-    };
-    let error = match error.downcast::<Overloaded>() {
-        Ok(overloaded) => return overloaded.into_response(),
-        Err(other) => other,
-    };
-    match error.downcast::<Throttled>() {
-        Ok(throttled) => throttled.into_response(),
-        Err(other) => {
+/// The response for an error of a service behind dephase's layers: a
+/// breaker's, a pacer's or a throttle's rejection answers as its
+/// [`IntoResponse`] says — also when it reached you wrapped, through a
+/// coalesced or cached call's shared error — and any other error is a
+/// `500 Internal Server Error` (logged at `ERROR`, target `dephase::axum`).
+/// What [`RejectionLayer`](super::RejectionLayer) answers; for a handler
+/// that calls a guarded service itself.
+///
+/// ```
+/// use axum::extract::Path;
+/// use axum::response::{IntoResponse, Response};
+/// use dephase::BoxError;
+/// use tower::{ServiceExt, util::BoxCloneSyncService};
+///
+/// async fn user(
+///     axum::extract::State(backend): axum::extract::State<BoxCloneSyncService<u32, String, BoxError>>,
+///     Path(id): Path<u32>,
+/// ) -> Response {
+///     match backend.oneshot(id).await {
+///         Ok(user) => user.into_response(),
+///         Err(error) => dephase::axum::error_response(error), // an open breaker: 503 + Retry-After
+///     }
+/// }
+/// # let _ = user;
+/// ```
+pub fn error_response(error: crate::BoxError) -> Response {
+    match Local::find(&*error) {
+        Some(Local::Breaker(rejected)) => rejected.clone().into_response(),
+        Some(Local::Pace(overloaded)) => overloaded.clone().into_response(),
+        Some(Local::Throttle(throttled)) => throttled.clone().into_response(),
+        None => {
             tracing::event!(
                 target: "dephase::axum",
                 tracing::Level::ERROR,
-                error = %other,
-                "a service behind the rejection layer failed; answering 500"
+                error = %error,
+                "a service behind dephase's layers failed; answering 500"
             );
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }

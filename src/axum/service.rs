@@ -54,7 +54,7 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         match self.failed.take() {
-            Some(error) => ResponseFuture::answered(super::response::for_error(error)),
+            Some(error) => ResponseFuture::answered(super::response::error_response(error)),
             None => ResponseFuture::called(self.inner.call(request)),
         }
     }

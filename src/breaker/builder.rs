@@ -130,10 +130,12 @@ impl BreakerBuilder {
     }
 
     /// Decides the half-open state as resilience4j does: once all the
-    /// probes are done, open again if their failures (a slow probe counts as
-    /// one) are at least the failure-rate threshold, else close. The
-    /// default decides as each probe ends: all must succeed, one failure
-    /// opens.
+    /// probes are done, open again if their failure rate reaches the
+    /// failure-rate threshold or (with [`slow_call_rate`](Self::slow_call_rate))
+    /// their slow-call rate reaches its share, else close. (With
+    /// [`slow_call`](Self::slow_call) instead, a slow probe is a failure.)
+    /// The default decides as each probe ends: all must succeed, and be
+    /// fast, one failure (or slow call) opens.
     pub fn half_open_by_failure_rate(mut self) -> Self {
         self.half_open_by_rate = true;
         self

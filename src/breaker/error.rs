@@ -10,7 +10,14 @@ use super::State;
 /// [`retry_after`](Rejected::retry_after) says when the breaker will admit
 /// a probe (open), or when its probes will have decided (half-open); an
 /// isolated breaker has no answer until an operator resets it.
-/// The retry layer's classifier can pass it on as a server hint:
+///
+/// Whether a retry layer above should retry it is a choice:
+/// [`HttpClassifier`](crate::http::HttpClassifier) does not (retrying
+/// would queue callers for the moment the breaker lets them through);
+/// [`RetryErrors`](crate::classify::RetryErrors), the default, retries it
+/// like any error. To retry it no sooner than the breaker will admit a
+/// probe — with a budget and a deadline, as the herd lab's `retry_storm`
+/// does — pass `retry_after` on as a server hint:
 ///
 /// ```
 /// use dephase::breaker::error::Rejected;

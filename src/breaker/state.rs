@@ -54,6 +54,11 @@ impl State {
         }
     }
 
+    /// Open, half-open or isolated: not letting every call through.
+    pub(super) const fn is_open(self) -> bool {
+        matches!(self, State::Open | State::HalfOpen | State::Isolated)
+    }
+
     fn name(self) -> &'static str {
         match self {
             State::Closed => "closed",
@@ -82,10 +87,14 @@ const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
 const SUCCEEDED_SHIFT: u32 = TAG_BITS;
 const ADMITTED_SHIFT: u32 = TAG_BITS + COUNT_BITS;
 const FAILED_SHIFT: u32 = TAG_BITS + 2 * COUNT_BITS;
-const EPOCH_SHIFT: u32 = TAG_BITS + 3 * COUNT_BITS;
+const SLOW_SHIFT: u32 = TAG_BITS + 3 * COUNT_BITS;
+/// The epoch has the 21 bits left: it changes at each transition, and a
+/// permit would have to outlive two million of them to be mistaken.
+const EPOCH_SHIFT: u32 = TAG_BITS + 4 * COUNT_BITS;
 const ONE_ADMITTED: u64 = 1 << ADMITTED_SHIFT;
 const ONE_SUCCEEDED: u64 = 1 << SUCCEEDED_SHIFT;
 const ONE_FAILED: u64 = 1 << FAILED_SHIFT;
+const ONE_SLOW: u64 = 1 << SLOW_SHIFT;
 
 /// The unit of a failure-rate threshold: millionths.
 pub(super) const PER_MILLION: u64 = 1_000_000;
@@ -116,6 +125,9 @@ fn succeeded(word: u64) -> u32 {
 }
 fn failed(word: u64) -> u32 {
     ((word >> FAILED_SHIFT) & COUNT_MASK) as u32
+}
+fn slow(word: u64) -> u32 {
+    ((word >> SLOW_SHIFT) & COUNT_MASK) as u32
 }
 fn state_of(word: u64) -> State {
     match tag(word) {
@@ -163,8 +175,10 @@ pub(super) struct Config {
 pub(super) enum HalfOpen {
     /// `K` successes close, one failure opens.
     AllSucceed,
-    /// Once the `K` probes are done: open if their failures (a slow probe
-    /// counts as one) are at least this share (millionths), else close.
+    /// Once the `K` probes are done: open if their failures are at least
+    /// this share (millionths) — or, with a slow-call rate, if their slow
+    /// calls are at least that rate — else close. Without a slow-call
+    /// rate, a call over the slow-call limit counts as a failure.
     FailureRate(u64),
 }
 
@@ -248,6 +262,16 @@ pub(super) struct Core {
     transitions: AtomicU64,
     opened: AtomicU64,
     rejections: AtomicU64,
+}
+
+impl Drop for Core {
+    /// A breaker that goes away open (an evicted keyed breaker, the last
+    /// clone dropped) leaves the count of open breakers.
+    fn drop(&mut self) {
+        if self.state().is_open() {
+            crate::telemetry::count::breaker_gone_open();
+        }
+    }
 }
 
 impl Core {
@@ -420,12 +444,21 @@ impl Core {
             _ => false,
         };
         let failure = outcome.is_failure();
-        match (self.config.slow_call_rate, ticket.probe()) {
+        match (
+            self.config.slow_call_rate,
+            ticket.probe(),
+            self.config.half_open,
+        ) {
             // A slow call counts on its own; only its outcome is booked as
             // a failure or a success (resilience4j's two thresholds).
-            (Some(_), false) => {
+            (Some(_), false, _) => {
                 self.record_closed(ticket.epoch(), failure);
                 self.check_slow_rate(ticket.epoch(), slow);
+            }
+            // resilience4j's half-open state: the probes' failure rate and
+            // slow-call rate, each against its own threshold.
+            (Some(_), true, HalfOpen::FailureRate(_)) => {
+                self.record_probe(ticket.epoch(), failure, slow);
             }
             _ => self.record(ticket.epoch(), ticket.probe(), failure || slow),
         }
@@ -447,7 +480,7 @@ impl Core {
     /// Books the outcome of an admitted call.
     fn record(&self, permit_epoch: u64, probe: bool, failure: bool) {
         if probe {
-            self.record_probe(permit_epoch, failure);
+            self.record_probe(permit_epoch, failure, false);
         } else {
             self.record_closed(permit_epoch, failure);
         }
@@ -555,7 +588,7 @@ impl Core {
         }
     }
 
-    fn record_probe(&self, permit_epoch: u64, failure: bool) {
+    fn record_probe(&self, permit_epoch: u64, failure: bool, slow_call: bool) {
         loop {
             let word = self.word.load(Ordering::Acquire);
             if tag(word) != HALF_OPEN || epoch(word) != permit_epoch {
@@ -574,17 +607,24 @@ impl Core {
                 // resilience4j: once the permitted calls are done, their
                 // failure rate decides.
                 HalfOpen::FailureRate(threshold) => {
-                    let (mut ok, mut failed) = (succeeded(word), failed(word));
+                    let (mut ok, mut failed, mut slow) =
+                        (succeeded(word), failed(word), slow(word));
                     if failure {
                         failed += 1;
                     } else {
                         ok += 1;
                     }
+                    slow += u32::from(slow_call);
+                    let probes = u64::from(self.config.probes);
                     if ok + failed < self.config.probes {
                         let step = if failure { ONE_FAILED } else { ONE_SUCCEEDED };
+                        let step = step + if slow_call { ONE_SLOW } else { 0 };
                         self.swap_word(word, word + step)
-                    } else if u64::from(failed) * PER_MILLION
-                        >= threshold * u64::from(self.config.probes)
+                    } else if u64::from(failed) * PER_MILLION >= threshold * probes
+                        || self
+                            .config
+                            .slow_call_rate
+                            .is_some_and(|rate| u64::from(slow) * PER_MILLION >= rate * probes)
                     {
                         self.open(word)
                     } else {
@@ -681,7 +721,11 @@ impl Core {
             {
                 Ok(_) => {
                     drop(openings);
-                    self.announce(word, next, None);
+                    // A reset of a closed breaker starts a new epoch (and
+                    // forgets the counts) but is not a transition.
+                    if state_of(word) != state_of(next) {
+                        self.announce(word, next, None);
+                    }
                     return;
                 }
                 Err(actual) => word = actual,
@@ -700,7 +744,12 @@ impl Core {
             (listener.0)(&BreakerEvent::Transition { from, to, open_for });
         }
         Span::current().record(BREAKER_STATE, to.as_str());
-        crate::telemetry::count::breaker_transition(from.as_str(), to.as_str(), open_for);
+        crate::telemetry::count::breaker_transition(
+            to.as_str(),
+            from.is_open(),
+            to.is_open(),
+            open_for,
+        );
         match open_for {
             Some(open_for) => tracing::event!(
                 target: "dephase::breaker",

@@ -30,9 +30,15 @@ pub trait Admit<Req> {
 }
 
 /// Books the outcome of an admitted call.
-pub trait Book {
+pub trait Book: Sized {
     /// The call ended with `outcome`.
     fn book(self, outcome: Outcome);
+
+    /// The call was turned away by another dephase layer below this one (a
+    /// breaker, a pacer, a throttle): the service behind it never saw the
+    /// call, so it says nothing about that service's health. Drops the
+    /// permit by default.
+    fn abandon(self) {}
 }
 
 /// No permit: nothing to book (a request without a key in a keyed guard).
@@ -40,6 +46,12 @@ impl<P: Book> Book for Option<P> {
     fn book(self, outcome: Outcome) {
         if let Some(permit) = self {
             permit.book(outcome);
+        }
+    }
+
+    fn abandon(self) {
+        if let Some(permit) = self {
+            permit.abandon();
         }
     }
 }

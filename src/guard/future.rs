@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use super::admit::Book;
 use crate::BoxError;
 use crate::classify::Classify;
+use crate::error::Local;
 
 pin_project! {
     /// The future returned by [`Guard`](super::Guard) (and so by the
@@ -76,10 +77,17 @@ where
                 classify,
             } => {
                 let result = ready!(future.poll(cx));
-                if let Some(permit) = permit.take() {
-                    permit.book(classify.classify(result.as_ref()));
+                let outcome = permit.is_some().then(|| classify.classify(result.as_ref()));
+                let result = result.map_err(Into::into);
+                if let (Some(permit), Some(outcome)) = (permit.take(), outcome) {
+                    // Another dephase layer below turned the call away:
+                    // the service never saw it.
+                    match &result {
+                        Err(error) if Local::find(&**error).is_some() => permit.abandon(),
+                        _ => permit.book(outcome),
+                    }
                 }
-                Poll::Ready(result.map_err(Into::into))
+                Poll::Ready(result)
             }
             KindProj::Rejected { rejection, record } => {
                 let rejection = rejection

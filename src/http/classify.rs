@@ -11,6 +11,7 @@ use http::{HeaderValue, Response, StatusCode};
 
 use crate::BoxError;
 use crate::classify::{Classify, Outcome};
+use crate::error::Local;
 
 /// The classifier for `http` responses and HTTP client errors.
 ///
@@ -28,10 +29,15 @@ use crate::classify::{Classify, Outcome};
 /// [`source`](std::error::Error::source) chain for an [`io::Error`] of a
 /// connection kind, a [`hyper::Error`] that says the connection closed or
 /// timed out, a hyper-util client's connect error (feature `hyper-util`) or a
-/// `reqwest` connect or timeout error (feature `reqwest`). A breaker's
-/// [`Rejected`](crate::breaker::error::Rejected) is a `Failure`
-/// (`"breaker_open"`): retrying it would only queue more callers for the
-/// moment the breaker closes.
+/// `reqwest` connect or timeout error (feature `reqwest`). A rejection by
+/// another dephase layer — a breaker's
+/// [`Rejected`](crate::breaker::error::Rejected), a pacer's
+/// [`Overloaded`](crate::pace::error::Overloaded), a throttle's
+/// [`Throttled`](crate::throttle::error::Throttled), also inside a shared
+/// error — is a `Failure` (`"breaker_open"`, `"pace_overloaded"`,
+/// `"throttled"`): retrying it would only queue more callers for the moment
+/// the layer lets them through. (A breaker or a throttle above that layer
+/// does not book it at all: the service never saw the call.)
 ///
 /// Whether a request *may* be sent again (its method, its body) is not the
 /// classifier's business but the copier's: see
@@ -219,8 +225,8 @@ fn walkable<E: 'static>(error: &E) -> Option<&(dyn StdError + 'static)> {
 pub fn classify_error(error: &(dyn StdError + 'static)) -> Outcome {
     let mut next = Some(error);
     while let Some(error) = next {
-        if error.is::<crate::breaker::error::Rejected>() {
-            return Outcome::failure("breaker_open");
+        if let Some(local) = Local::find(error) {
+            return Outcome::failure(local.reason());
         }
         if let Some(error) = error.downcast_ref::<io::Error>() {
             use io::ErrorKind::*;

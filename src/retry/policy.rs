@@ -90,6 +90,10 @@ impl<Req: Clone> CloneRequest<Req> for CloneRequests {
 /// assert_eq!(policy.max_attempts(), 4);
 /// # Ok(()) }
 /// ```
+///
+/// A clone shares the budget (budgets are shared by their clones): build
+/// one policy and clone it for every client that should draw from it.
+#[derive(Clone)]
 pub struct RetryPolicy<C = RetryErrors, R = CloneRequests, B = NoBudget> {
     pub(super) max_attempts: u32,
     pub(super) backoff: ExponentialBackoff,

@@ -3,9 +3,9 @@
 
 #[cfg(feature = "otel")]
 pub(crate) use super::metrics::{
-    applied_offset, breaker_rejected, breaker_transition, budget_denied, cache_recompute,
-    cache_result, cache_store, cache_ttl_offset, coalesce_follower, pace_overloaded, pace_waited,
-    redis_lease, retried_call, retry, throttle_rejected,
+    applied_offset, breaker_gone_open, breaker_rejected, breaker_transition, budget_denied,
+    cache_recompute, cache_result, cache_store, cache_ttl_offset, coalesce_follower,
+    pace_overloaded, pace_waited, redis_lease, retried_call, retry, throttle_rejected,
 };
 
 #[cfg(not(feature = "otel"))]
@@ -23,11 +23,14 @@ mod off {
     pub(crate) fn budget_denied() {}
     #[inline(always)]
     pub(crate) fn breaker_transition(
-        _from: &'static str,
         _to: &'static str,
+        _was_open: bool,
+        _is_open: bool,
         _open_for: Option<Duration>,
     ) {
     }
+    #[inline(always)]
+    pub(crate) fn breaker_gone_open() {}
     #[inline(always)]
     pub(crate) fn breaker_rejected(_state: &'static str) {}
     #[inline(always)]

@@ -32,8 +32,10 @@ pub const CALL_RETRY_DELAY: &str = "dephase.retry.call.retry_delay";
 pub const BREAKER_TRANSITIONS: &str = "dephase.breaker.transitions";
 /// Calls a breaker rejected (attribute `dephase.breaker.state`). Counter.
 pub const BREAKER_REJECTIONS: &str = "dephase.breaker.rejections";
-/// Breakers not closed now (open or half-open): up at each opening from
-/// closed, down at each closing. Up-down counter (a gauge in Prometheus).
+/// Breakers not letting every call through now (open, half-open or
+/// isolated): up when one leaves the closed states, down when one returns
+/// to them or goes away (an evicted keyed breaker, the last clone
+/// dropped). Up-down counter (a gauge in Prometheus).
 pub const BREAKERS_OPEN: &str = "dephase.breaker.open";
 /// Callers that shared another caller's call. Counter.
 pub const COALESCE_FOLLOWERS: &str = "dephase.coalesce.followers";
@@ -216,18 +218,30 @@ pub(crate) fn budget_denied() {
     instruments().budget_denials.add(1, &[]);
 }
 
-pub(crate) fn breaker_transition(from: &'static str, to: &'static str, open_for: Option<Duration>) {
+/// `was_open`, `is_open`: whether the breaker was, and is, open,
+/// half-open or isolated (not letting every call through).
+pub(crate) fn breaker_transition(
+    to: &'static str,
+    was_open: bool,
+    is_open: bool,
+    open_for: Option<Duration>,
+) {
     let i = instruments();
     i.breaker_transitions
         .add(1, &[KeyValue::new(super::BREAKER_STATE, to)]);
-    match (from, to) {
-        ("closed", _) => i.breakers_open.add(1, &[]),
-        (_, "closed") => i.breakers_open.add(-1, &[]),
+    match (was_open, is_open) {
+        (false, true) => i.breakers_open.add(1, &[]),
+        (true, false) => i.breakers_open.add(-1, &[]),
         _ => {}
     }
     if let Some(open_for) = open_for {
         delay("breaker", open_for);
     }
+}
+
+/// A breaker went away while open (evicted, or its last clone dropped).
+pub(crate) fn breaker_gone_open() {
+    instruments().breakers_open.add(-1, &[]);
 }
 
 pub(crate) fn breaker_rejected(state: &'static str) {

@@ -21,6 +21,13 @@ impl Book for Permit {
     fn book(self, outcome: Outcome) {
         self.record(outcome);
     }
+
+    /// A call another dephase layer below turned away never reached the
+    /// backend, which did not refuse it: it counts as accepted, so that
+    /// the throttle does not shed for a refusal the backend never made.
+    fn abandon(self) {
+        self.record(Outcome::Success);
+    }
 }
 
 impl<Req> Admit<Req> for Throttler {

@@ -92,6 +92,19 @@ impl DephaseMiddleware {
     }
 }
 
+/// A clone shares the policy (and so its budget), the breaker, the
+/// throttle and the pacer: one per client, or one for several.
+impl<C, R, B> Clone for DephaseMiddleware<C, R, B> {
+    fn clone(&self) -> Self {
+        DephaseMiddleware {
+            policy: Arc::clone(&self.policy),
+            breaker: self.breaker.clone(),
+            throttler: self.throttler.clone(),
+            pacer: self.pacer.clone(),
+        }
+    }
+}
+
 impl Default for DephaseMiddleware {
     fn default() -> Self {
         DephaseMiddleware::new()
