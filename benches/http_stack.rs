@@ -63,14 +63,51 @@ async fn send<S, B>(
     }
 }
 
-/// CPU time this thread has run, in nanoseconds (Linux's schedstat); the
-/// wall clock elsewhere.
+/// CPU time this thread has run, in nanoseconds: `CLOCK_THREAD_CPUTIME_ID`,
+/// which Linux reads from the scheduler's running sum plus the time since
+/// it was last updated (nanoseconds, not scheduler ticks).
 fn thread_cpu_ns() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| START.get_or_init(Instant::now).elapsed().as_nanos() as u64)
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write; the clock id is a constant.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(status, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// The thread CPU clock's resolution as `clock_getres` states it, and the
+/// smallest step actually seen between two reads (over 10 000 reads), in ns.
+fn thread_cpu_clock_step() -> (u64, u64) {
+    let mut res = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: as above.
+    let status = unsafe { libc::clock_getres(libc::CLOCK_THREAD_CPUTIME_ID, &mut res) };
+    assert_eq!(status, 0, "clock_getres(CLOCK_THREAD_CPUTIME_ID) failed");
+    let stated = res.tv_sec as u64 * 1_000_000_000 + res.tv_nsec as u64;
+    let mut smallest = u64::MAX;
+    let mut last = thread_cpu_ns();
+    for _ in 0..10_000 {
+        let now = thread_cpu_ns();
+        if now > last {
+            smallest = smallest.min(now - last);
+        }
+        last = now;
+    }
+    (stated, smallest)
+}
+
+/// The median, first and third quartiles, min and max of `v`.
+fn spread(v: &mut [f64]) -> serde_json::Value {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    serde_json::json!({
+        "median": at(0.5), "q1": at(0.25), "q3": at(0.75), "iqr": at(0.75) - at(0.25),
+        "min": v[0], "max": v[v.len() - 1],
+    })
 }
 
 /// The retry policy of both stacks: 3 attempts, a ratio budget, HTTP rules.
@@ -166,52 +203,82 @@ fn http_stack(c: &mut Criterion) {
 
     // Paired rounds: the machine's speed drifts by more than the overhead
     // being measured between criterion's functions (run one after the
-    // other), so the ratios come from rounds that alternate the three
-    // clients, 500 requests each, and their median; each round is timed in
-    // CPU time of this thread (server and client both run on it), which
-    // leaves out the time the VM was not running us.
-    let rounds = 30;
+    // other), so the ratios come from rounds that take the three clients in
+    // turn (the order rotating from round to round), and their median. Each
+    // client's share of a round is timed in CPU time of this thread (server
+    // and client both run on it), which leaves out the time the VM was not
+    // running us; a share lasts tens of milliseconds, so the clock's step
+    // (checked below) is far under 1% of it.
+    let (stated, step) = thread_cpu_clock_step();
+    let rounds = 31;
+    let per_round = 2_000u64;
     let mut ratios = (Vec::new(), Vec::new());
+    let mut shortest = u64::MAX;
     runtime.block_on(async {
         let (mut bare, mut full, mut lean) = (client.clone(), stack.clone(), without_cache.clone());
-        for _ in 0..rounds {
-            let time = |started: u64| (thread_cpu_ns() - started) as f64;
-            let started = thread_cpu_ns();
-            send(&mut bare, address, 500, &next, 1).await;
-            let bare_s = time(started);
-            let started = thread_cpu_ns();
-            send(&mut full, address, 500, &next, 1).await;
-            let full_s = time(started);
-            let started = thread_cpu_ns();
-            send(&mut lean, address, 500, &next, 1).await;
-            let lean_s = time(started);
-            ratios.0.push(full_s / bare_s);
-            ratios.1.push(lean_s / bare_s);
+        for round in 0..rounds {
+            let mut took = [0u64; 3];
+            for turn in 0..3 {
+                let which = (round + turn) % 3;
+                let started = thread_cpu_ns();
+                match which {
+                    0 => send(&mut bare, address, per_round, &next, 1).await,
+                    1 => send(&mut full, address, per_round, &next, 1).await,
+                    _ => send(&mut lean, address, per_round, &next, 1).await,
+                }
+                took[which] = thread_cpu_ns() - started;
+            }
+            shortest = shortest.min(*took.iter().min().unwrap());
+            ratios.0.push(took[1] as f64 / took[0] as f64);
+            ratios.1.push(took[2] as f64 / took[0] as f64);
         }
     });
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        (v[v.len() / 2], v[0], v[v.len() - 1])
-    };
-    let (miss, lean) = (median(&mut ratios.0), median(&mut ratios.1));
-    println!(
-        "\npaired rounds ({rounds} × 500 requests each), median ratio to the bare client [min, max]:"
+    assert!(
+        step.saturating_mul(100) <= shortest,
+        "the CPU clock's step ({step} ns) is over 1% of a round's share ({shortest} ns)"
     );
+    let (miss, lean) = (spread(&mut ratios.0), spread(&mut ratios.1));
     println!(
-        "  whole stack, every request a cache miss: {:.2} [{:.2}, {:.2}]",
-        miss.0, miss.1, miss.2
+        "\npaired rounds ({rounds} × {per_round} requests per client; thread CPU clock: \
+         clock_getres {stated} ns, smallest step seen {step} ns, shortest share {:.1} ms):",
+        shortest as f64 / 1e6
     );
-    println!(
-        "  without the cache:                       {:.2} [{:.2}, {:.2}]",
-        lean.0, lean.1, lean.2
-    );
+    println!("  ratio to the bare client       median  [q1, q3]      [min, max]");
+    for (name, r) in [("whole stack, every request a miss", &miss), ("without the cache", &lean)] {
+        println!(
+            "  {name:<33} {:.3}  [{:.3}, {:.3}]  [{:.3}, {:.3}]",
+            r["median"].as_f64().unwrap(),
+            r["q1"].as_f64().unwrap(),
+            r["q3"].as_f64().unwrap(),
+            r["min"].as_f64().unwrap(),
+            r["max"].as_f64().unwrap(),
+        );
+    }
     let path = support::target_dir().join("http_stack_paired.json");
+    // The previous run's figures, to say whether two runs agree.
+    let previous: Option<serde_json::Value> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok());
     let json = serde_json::json!({
         "rounds": rounds,
-        "requests_per_round": 500,
-        "miss_ratio": {"median": miss.0, "min": miss.1, "max": miss.2},
-        "without_cache_ratio": {"median": lean.0, "min": lean.1, "max": lean.2},
+        "requests_per_round": per_round,
+        "clock": {"getres_ns": stated, "smallest_step_ns": step, "shortest_share_ns": shortest},
+        "miss_ratio": miss,
+        "without_cache_ratio": lean,
     });
+    if let Some(previous) = previous {
+        for key in ["miss_ratio", "without_cache_ratio"] {
+            let (now, then) = (json[key]["median"].as_f64(), previous[key]["median"].as_f64());
+            if let (Some(now), Some(then)) = (now, then) {
+                println!(
+                    "  {key}: median {now:.3} against {then:.3} in the previous run ({:+.1}%)",
+                    (now / then - 1.0) * 100.0
+                );
+            }
+        }
+        std::fs::write(support::target_dir().join("http_stack_paired.previous.json"), previous.to_string())
+            .expect("keep the previous run");
+    }
     std::fs::write(&path, json.to_string()).expect("write the paired ratios");
     println!("wrote {}", path.display());
 }

@@ -118,6 +118,7 @@ pub mod budget;
 pub mod cache;
 pub mod classify;
 pub mod coalesce;
+mod clock;
 mod error;
 mod flight;
 pub mod guard;

@@ -1,7 +1,8 @@
 //! The counters behind the layers' `stats()` snapshots. A counter bumped on
 //! a hot path (a cache hit) is striped: each thread adds to a stripe of its
 //! own cache line, so that counting does not make the cores fight over one
-//! line; reading sums the stripes.
+//! line; reading sums the stripes. The breaker's successes not yet placed
+//! in its window are such a counter too ([`Pending`]), taken in batches.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -64,6 +65,59 @@ impl Striped {
     }
 }
 
+/// Successes a breaker has not yet placed in its window: bumped on every
+/// call of the closed path, taken in batches. A breaker that many threads
+/// share keeps a stripe per thread (1 KiB), so that the closed path writes
+/// no cache line another core writes; a keyed breaker (one per key, each
+/// lightly used) keeps one counter.
+#[derive(Debug)]
+pub(crate) enum Pending {
+    One(crate::sync::AtomicU64),
+    Striped(Box<Striped>),
+}
+
+impl Pending {
+    pub(crate) fn one() -> Pending {
+        Pending::One(crate::sync::AtomicU64::new(0))
+    }
+
+    /// Striped, except in the loom models (whose atomics are loom's).
+    pub(crate) fn striped() -> Pending {
+        if cfg!(dephase_loom) {
+            Pending::one()
+        } else {
+            Pending::Striped(Box::default())
+        }
+    }
+
+    /// Adds one; returns the new count of the counter it went to.
+    #[inline]
+    pub(crate) fn add(&self) -> u64 {
+        match self {
+            Pending::One(count) => count.fetch_add(1, Ordering::AcqRel) + 1,
+            Pending::Striped(stripes) => stripes.0[stripe()].0.fetch_add(1, Ordering::AcqRel) + 1,
+        }
+    }
+
+    /// Takes the count of the counter this thread adds to.
+    pub(crate) fn take_mine(&self) -> u64 {
+        match self {
+            Pending::One(count) => count.swap(0, Ordering::AcqRel),
+            Pending::Striped(stripes) => stripes.0[stripe()].0.swap(0, Ordering::AcqRel),
+        }
+    }
+
+    /// Takes every count.
+    pub(crate) fn take_all(&self) -> u64 {
+        match self {
+            Pending::One(count) => count.swap(0, Ordering::AcqRel),
+            Pending::Striped(stripes) => stripes.0.iter().fold(0u64, |sum, line| {
+                sum.wrapping_add(line.0.swap(0, Ordering::AcqRel))
+            }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +133,23 @@ mod tests {
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
         assert_eq!(count.get(), 12_000);
+    }
+
+    #[test]
+    fn pending_counts_are_taken_whole() {
+        for pending in [Pending::one(), Pending::striped()] {
+            let pending = std::sync::Arc::new(pending);
+            let threads: Vec<_> = (0..12)
+                .map(|_| {
+                    let pending = std::sync::Arc::clone(&pending);
+                    std::thread::spawn(move || (0..1000).for_each(|_| drop(pending.add())))
+                })
+                .collect();
+            threads.into_iter().for_each(|t| t.join().unwrap());
+            assert_eq!(pending.take_all(), 12_000);
+            assert_eq!(pending.take_all(), 0);
+            assert_eq!((pending.add(), pending.add()), (1, 2));
+            assert_eq!(pending.take_mine(), 2);
+        }
     }
 }

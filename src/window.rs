@@ -6,8 +6,11 @@
 //! the window was made). Moving to a new generation clears the slots it
 //! reuses, so an entry counts for between `T − T/n` and `T`.
 //!
-//! Every operation is a read of tokio's clock (so tests with paused time
-//! move the window) and a few atomic operations; no locks. A slot is a `u64`
+//! Every operation is a read of a coarse [`Clock`] (an atomic load; tokio's
+//! clock when it is paused, so tests with paused time move the window) and
+//! a few atomic operations; no locks. The coarse clock runs behind by about
+//! a millisecond, so an entry made just after a slot boundary may be
+//! counted in the slot before it: it expires up to that much early. A slot is a `u64`
 //! that callers use either as one signed counter ([`Window::add`] with a
 //! negative amount, [`Window::sum_signed`]) or as two 32-bit counters packed
 //! together ([`pair`], [`Window::sum_pairs`]).
@@ -17,8 +20,7 @@ use std::sync::atomic::Ordering;
 use crate::sync::AtomicU64;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
+use crate::clock::Clock;
 use crate::error::ConfigError;
 
 /// Checks the settings of a window kept in buckets: a span that is not
@@ -52,7 +54,7 @@ pub(crate) const fn pair(high: u32, low: u32) -> u64 {
 
 #[derive(Debug)]
 pub(crate) struct Window {
-    start: Instant,
+    clock: Clock,
     slot_nanos: u64,
     /// The newest generation seen.
     generation: AtomicU64,
@@ -67,7 +69,7 @@ impl Window {
     pub(crate) fn new(span: Duration, slots: usize) -> Window {
         let slot_nanos = u64::try_from(span.as_nanos() / slots as u128).unwrap_or(u64::MAX);
         Window {
-            start: Instant::now(),
+            clock: Clock::new(),
             slot_nanos: slot_nanos.max(1),
             generation: AtomicU64::new(0),
             slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
@@ -77,15 +79,18 @@ impl Window {
 
     /// Moves the window to now, clearing expired slots; returns the
     /// current generation.
+    #[inline]
     pub(crate) fn now(&self) -> u64 {
-        let elapsed = Instant::now().saturating_duration_since(self.start);
-        // u64 arithmetic: a u128 division costs as much as the rest of a deposit.
-        let nanos = elapsed
-            .as_secs()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(u64::from(elapsed.subsec_nanos()));
-        let now = nanos / self.slot_nanos;
+        let nanos = self.clock.elapsed_nanos();
         let mut seen = self.generation.load(Ordering::Acquire);
+        // Still in the newest generation's slot (nearly always): no division.
+        if nanos
+            .checked_sub(seen * self.slot_nanos)
+            .is_some_and(|into| into < self.slot_nanos)
+        {
+            return seen;
+        }
+        let now = nanos / self.slot_nanos;
         while now > seen {
             match self.generation.compare_exchange_weak(
                 seen,

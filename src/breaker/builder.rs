@@ -180,7 +180,7 @@ impl BreakerBuilder {
     /// (`breaker.half_open_probes`).
     pub fn build(self) -> Result<Breaker, ConfigError> {
         Ok(Breaker {
-            core: Arc::new(Core::new(self.config()?)),
+            core: Arc::new(Core::new(self.config()?, true)),
         })
     }
 

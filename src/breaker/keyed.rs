@@ -158,7 +158,7 @@ impl<K: Hash + Eq + Clone> KeyedBreaker<K> {
             }
         }
         let breaker = Breaker {
-            core: Arc::new(super::state::Core::new(shared.config.clone())),
+            core: Arc::new(super::state::Core::new(shared.config.clone(), false)),
         };
         let place = set.entries.len();
         set.index.insert(key.clone(), place);

@@ -18,12 +18,13 @@ use crate::sync::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tracing::{Level, Span};
 
 use super::error::Rejected;
 use crate::backoff::{ExponentialBackoff, Sequence};
 use crate::classify::Outcome;
+use crate::clock::Clock;
+use crate::tally::Pending;
 use crate::telemetry::{self, BREAKER_STATE};
 use crate::window::{Window, pair};
 
@@ -241,15 +242,18 @@ fn at_least(part: u64, threshold: u64, calls: u64, minimum: u32) -> bool {
 
 // ----- the core ------------------------------------------------------------
 
+/// Aligned to 128 bytes so that the `Arc`'s counts, which every permit
+/// writes, are not on the line of the state word every call reads.
+#[repr(align(128))]
 pub(super) struct Core {
     config: Config,
-    start: Instant,
+    clock: Clock,
     word: AtomicU64,
     /// When the current opening ends, in nanoseconds since `start`.
     open_until: AtomicU64,
     window: Option<Window>,
     /// Successes not yet placed in the window (see `record_closed`).
-    pending_successes: AtomicU64,
+    pending_successes: Pending,
     consecutive: AtomicU32,
     /// Slow calls per slot (with a slow-call rate).
     slow: Option<Window>,
@@ -275,7 +279,9 @@ impl Drop for Core {
 }
 
 impl Core {
-    pub(super) fn new(config: Config) -> Core {
+    /// A breaker's core; `shared`: many threads will call it, so the
+    /// closed path's counts are striped (see [`Pending`]).
+    pub(super) fn new(config: Config, shared: bool) -> Core {
         let window = match config.trip {
             Trip::FailureRate {
                 window, buckets, ..
@@ -292,11 +298,17 @@ impl Core {
             _ => None,
         };
         Core {
-            start: Instant::now(),
+            // Exact: open times and slow calls are measured to the
+            // nanosecond; only the window's slots are found coarsely.
+            clock: Clock::exact(),
             word: AtomicU64::new(pack(0, CLOSED)),
             open_until: AtomicU64::new(0),
             window,
-            pending_successes: AtomicU64::new(0),
+            pending_successes: if shared {
+                Pending::striped()
+            } else {
+                Pending::one()
+            },
             consecutive: AtomicU32::new(0),
             slow,
             failures_in_window: AtomicBool::new(false),
@@ -328,8 +340,7 @@ impl Core {
     }
 
     fn elapsed_nanos(&self) -> u64 {
-        let elapsed = Instant::now().saturating_duration_since(self.start);
-        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+        self.clock.elapsed_nanos()
     }
 
     fn lock_openings(&self) -> MutexGuard<'_, Sequence> {
@@ -529,7 +540,7 @@ impl Core {
                     // minimum may trip it (resilience4j checks the rate at
                     // every call once the minimum is in): it is placed, and
                     // the rate checked, at once.
-                    let pending = self.pending_successes.fetch_add(1, Ordering::AcqRel) + 1;
+                    let pending = self.pending_successes.add();
                     if self.failures_in_window.load(Ordering::Acquire) {
                         let now = window.now();
                         self.place_pending(window, now);
@@ -540,7 +551,8 @@ impl Core {
                         at_least(failures, threshold, calls, minimum_calls)
                     } else {
                         if pending % PLACE_EVERY == 0 {
-                            self.place_pending(window, window.now());
+                            let batch = self.pending_successes.take_mine();
+                            Self::place(window, window.now(), batch);
                         }
                         false
                     }
@@ -582,9 +594,13 @@ impl Core {
 
     /// Moves the pending successes into the window, in the bucket of `now`.
     fn place_pending(&self, window: &Window, now: u64) {
-        let pending = self.pending_successes.swap(0, Ordering::AcqRel);
-        if pending != 0 {
-            window.add(now, pair(u32::try_from(pending).unwrap_or(u32::MAX), 0));
+        Self::place(window, now, self.pending_successes.take_all());
+    }
+
+    /// Places `successes` in the window, in the bucket of `now`.
+    fn place(window: &Window, now: u64, successes: u64) {
+        if successes != 0 {
+            window.add(now, pair(u32::try_from(successes).unwrap_or(u32::MAX), 0));
         }
     }
 
@@ -697,7 +713,7 @@ impl Core {
             slow.clear();
         }
         self.failures_in_window.store(false, Ordering::Release);
-        self.pending_successes.store(0, Ordering::Relaxed);
+        self.pending_successes.take_all();
         self.consecutive.store(0, Ordering::Relaxed);
     }
 

@@ -116,18 +116,24 @@ where
 /// Records what the cache did for this request on the current span.
 fn record(served: &Served) {
     let span = Span::current();
+    // Nothing is recorded on a span no subscriber keeps (the usual hit).
+    let span = (!span.is_disabled()).then_some(&span);
     let result = served.result();
-    span.record(CACHE_RESULT, result);
     telemetry::count::cache_result(result);
     let expires_in_ms = served.expires_in.map(telemetry::millis);
-    if let Some(ms) = expires_in_ms {
-        span.record(CACHE_EXPIRES_IN_MS, ms);
+    if let Some(span) = span {
+        span.record(CACHE_RESULT, result);
+        if let Some(ms) = expires_in_ms {
+            span.record(CACHE_EXPIRES_IN_MS, ms);
+        }
     }
     if let Some(lease) = served.lease() {
-        span.record(REDIS_LEASE, lease);
         telemetry::count::redis_lease(lease, served.waited);
-        if !served.waited.is_zero() {
-            span.record(REDIS_WAIT_MS, telemetry::millis(served.waited));
+        if let Some(span) = span {
+            span.record(REDIS_LEASE, lease);
+            if !served.waited.is_zero() {
+                span.record(REDIS_WAIT_MS, telemetry::millis(served.waited));
+            }
         }
     }
     tracing::event!(

@@ -15,6 +15,7 @@ use super::error::SharedError;
 use super::policy::{Age, Freshness, Verdict};
 use super::store::{CacheResult, Draws, Looked, Served, Store, StoreFor, sealed};
 use crate::BoxError;
+use crate::clock::Clock;
 use crate::flight::{Call, Fence, Joined, Table};
 use crate::rng::RngSource;
 use crate::tally::{Count, Striped};
@@ -67,6 +68,8 @@ struct Shared<K, T> {
     keep: fn(&T) -> bool,
     rng: RngSource,
     counts: Counts,
+    /// Judges freshness on a hit (coarse: see `crate::clock`).
+    clock: Clock,
 }
 
 /// The counters behind [`MemoryStore::stats`].
@@ -136,6 +139,7 @@ where
                 keep,
                 rng,
                 counts: Counts::default(),
+                clock: Clock::new(),
             }),
         }
     }
@@ -354,7 +358,7 @@ where
                     .clone()
                     .map_err(|e| -> BoxError { Box::new(SharedError::new(e)) })
             };
-            let age = entry.age(Instant::now());
+            let age = entry.age(shared.clock.now());
             let refreshing = || shared.loads.contains(&key);
             let verdict = match &entry.value {
                 Ok(_) => {
