@@ -1,53 +1,29 @@
 //! A clock cheap enough to read on every request.
 //!
-//! Reading the monotonic clock costs 30–50 ns on a VM (a `clock_gettime`
-//! through the vDSO) — more than the rest of a budget deposit or a cache
-//! hit. What those paths need to know is coarse: which slot of a trailing
-//! window (each at least a millisecond wide) a request falls in, or whether
-//! a cached entry has expired. So they read a [`Clock`]: one atomic load of
-//! a process-wide count of nanoseconds that a background thread
-//! (`dephase-clock`, started the first time a `Clock` is made) advances
-//! every millisecond. It runs behind real time by at most a tick, plus
-//! however long the thread waits to be scheduled.
+//! Reading the monotonic clock costs 25–50 ns on a VM (`clock_gettime`
+//! reads and scales the TSC through the vDSO) — more than the rest of a
+//! budget deposit or a cache hit. What those paths need to know is coarse:
+//! which slot of a trailing window a request falls in, or whether a cached
+//! entry has expired. So on Linux they read the kernel's coarse monotonic
+//! clock (`CLOCK_MONOTONIC_COARSE`: the time of the last scheduler tick,
+//! read from the vDSO's data page without touching the TSC; 5–6 ns, and
+//! nothing runs in the background to keep it). It moves in steps of the
+//! kernel's tick (1–10 ms; `clock_getres` says which) and runs behind real
+//! time by up to a step (a little more when a tick comes late).
+//!
+//! A [`Clock`] is made for a precision: it is coarse only when the step is
+//! at most a tenth of it (a window's slot width, a cache's shortest life),
+//! so the accuracy traded is bounded by a tenth of what it measures; else,
+//! and on other platforms, it reads tokio's clock as before.
 //!
 //! Tests keep tokio's paused clock: a `Clock` made while tokio's clock is
 //! paused (a `start_paused` runtime, or after `tokio::time::pause`) — or
-//! has been moved by a pause — reads tokio's clock on every call, exactly
-//! as before. So does every `Clock` where no thread can be started, and
-//! every `Clock` of the loom models.
+//! has been moved by a pause — reads tokio's clock on every call, exactly.
+//! So does every `Clock` of the loom models.
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
-
-/// How often the background thread advances the coarse count.
-pub(crate) const TICK: Duration = Duration::from_millis(1);
-
-/// Nanoseconds from [`base`] to the background thread's latest tick.
-static COARSE: AtomicU64 = AtomicU64::new(0);
-
-/// When the coarse count started, if its thread is running.
-fn base() -> Option<std::time::Instant> {
-    static BASE: OnceLock<Option<std::time::Instant>> = OnceLock::new();
-    *BASE.get_or_init(|| {
-        if cfg!(dephase_loom) {
-            return None;
-        }
-        let base = std::time::Instant::now();
-        std::thread::Builder::new()
-            .name("dephase-clock".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(TICK);
-                    COARSE.store(nanos(base.elapsed()), Ordering::Relaxed);
-                }
-            })
-            .ok()
-            .map(|_| base)
-    })
-}
 
 /// A duration in nanoseconds, saturating at `u64::MAX` (584 years).
 pub(crate) fn nanos(duration: Duration) -> u64 {
@@ -57,69 +33,142 @@ pub(crate) fn nanos(duration: Duration) -> u64 {
         .saturating_add(u64::from(duration.subsec_nanos()))
 }
 
-/// Time since the clock was made, read coarsely (see the module docs).
+/// Time since the clock was made, read coarsely where that is precise
+/// enough (see the module docs).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Clock {
     start: Instant,
-    /// The coarse count when the clock was made; `None`: read tokio's clock.
-    coarse_start: Option<u64>,
+    /// `None`: read tokio's clock.
+    coarse: Option<Coarse>,
+}
+
+/// The coarse clock's reading when a [`Clock`] was made.
+#[derive(Debug, Clone, Copy)]
+struct Coarse {
+    /// The coarse clock at the start, in nanoseconds.
+    start: u64,
+    /// How far it was behind the exact clock then.
+    behind: Duration,
 }
 
 impl Clock {
-    /// A clock starting now: coarse, unless tokio's clock is paused (or was).
-    pub(crate) fn new() -> Clock {
+    /// A clock starting now, reading coarsely if the coarse clock's step
+    /// is at most a tenth of `precision` (and tokio's clock is not paused).
+    pub(crate) fn new(precision: Duration) -> Clock {
+        let usable = coarse::step().is_some_and(|step| step.saturating_mul(10) <= precision)
+            && !tokio_paused(Instant::now());
+        // The start, then the two clocks at once: the coarse reading is
+        // never ahead of tokio's (see `now`).
         let start = Instant::now();
-        let coarse_start = base().and_then(|_| (!tokio_paused(start)).then(coarse));
-        Clock {
-            start,
-            coarse_start,
-        }
+        let coarse = usable
+            .then(|| {
+                let (coarse, exact) = coarse::now_and_exact()?;
+                Some(Coarse {
+                    start: coarse,
+                    behind: Duration::from_nanos(exact.saturating_sub(coarse)),
+                })
+            })
+            .flatten();
+        Clock { start, coarse }
     }
 
     /// A clock that always reads tokio's clock.
     pub(crate) fn exact() -> Clock {
         Clock {
             start: Instant::now(),
-            coarse_start: None,
+            coarse: None,
         }
     }
 
     /// Nanoseconds since the clock was made.
     #[inline]
     pub(crate) fn elapsed_nanos(&self) -> u64 {
-        match self.coarse_start {
-            Some(start) => coarse().saturating_sub(start),
+        match self.coarse {
+            Some(Coarse { start, .. }) => coarse::now().saturating_sub(start),
             None => nanos(Instant::now().saturating_duration_since(self.start)),
         }
     }
 
-    /// The instant on tokio's clock that this clock reads as now.
+    /// The instant on tokio's clock that this clock reads as now: never
+    /// ahead of it, behind by the coarse clock's step or less (a little
+    /// more when a tick comes late).
     #[inline]
     pub(crate) fn now(&self) -> Instant {
-        match self.coarse_start {
-            Some(_) => self.start + Duration::from_nanos(self.elapsed_nanos()),
+        match self.coarse {
+            Some(Coarse { behind, .. }) => {
+                self.start + Duration::from_nanos(self.elapsed_nanos()) - behind
+            }
             None => Instant::now(),
         }
     }
 }
 
-#[inline]
-fn coarse() -> u64 {
-    COARSE.load(Ordering::Relaxed)
-}
-
 /// Whether tokio's clock, read as `read`, is paused or has been: it stands
 /// still (a second read is the same to the nanosecond), or it is more
-/// than a tick away from the system's monotonic clock. A false "yes" (a
-/// platform whose clock does not move between two reads, a preemption
-/// between them) only costs a clock read per call.
+/// than a millisecond away from the system's monotonic clock. A false "yes"
+/// (a platform whose clock does not move between two reads, a preemption
+/// between them) only costs an exact read per call.
 fn tokio_paused(read: Instant) -> bool {
     let again = Instant::now();
     let system = std::time::Instant::now();
     let read = read.into_std();
     again.into_std() == read
         || read > system
-        || system.saturating_duration_since(read) > TICK
+        || system.saturating_duration_since(read) > Duration::from_millis(1)
+}
+
+#[cfg(all(any(target_os = "linux", target_os = "android"), not(dephase_loom)))]
+mod coarse {
+    use std::sync::OnceLock;
+    use std::time::Duration;
+
+    use rustix::time::{ClockId, Timespec, clock_getres, clock_gettime};
+
+    fn nanos(t: Timespec) -> u64 {
+        u64::try_from(t.tv_sec)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
+    }
+
+    /// The coarse clock's step.
+    pub(super) fn step() -> Option<Duration> {
+        static STEP: OnceLock<Duration> = OnceLock::new();
+        let step = *STEP.get_or_init(|| {
+            Duration::from_nanos(nanos(clock_getres(ClockId::MonotonicCoarse)).max(1))
+        });
+        Some(step)
+    }
+
+    /// The coarse clock, in nanoseconds.
+    #[inline]
+    pub(super) fn now() -> u64 {
+        nanos(clock_gettime(ClockId::MonotonicCoarse))
+    }
+
+    /// The coarse clock and the exact one, read together.
+    pub(super) fn now_and_exact() -> Option<(u64, u64)> {
+        let coarse = now();
+        Some((coarse, nanos(clock_gettime(ClockId::Monotonic))))
+    }
+}
+
+#[cfg(not(all(any(target_os = "linux", target_os = "android"), not(dephase_loom))))]
+mod coarse {
+    //! No coarse clock here: every `Clock` reads tokio's.
+    use std::time::Duration;
+
+    pub(super) fn step() -> Option<Duration> {
+        None
+    }
+
+    pub(super) fn now() -> u64 {
+        0
+    }
+
+    pub(super) fn now_and_exact() -> Option<(u64, u64)> {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -128,23 +177,38 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_clock_made_under_paused_time_follows_it_exactly() {
-        let clock = Clock::new();
-        assert!(clock.coarse_start.is_none());
+        let clock = Clock::new(Duration::from_secs(10));
+        assert!(clock.coarse.is_none());
         tokio::time::advance(Duration::from_millis(1500)).await;
         assert_eq!(clock.elapsed_nanos(), 1_500_000_000);
         assert_eq!(clock.now(), clock.start + Duration::from_millis(1500));
     }
 
     #[test]
-    fn a_clock_made_in_real_time_is_coarse_never_ahead_and_moves() {
-        let clock = Clock::new();
-        assert!(clock.coarse_start.is_some());
-        let base = base().expect("the clock thread runs");
-        // The thread's count never runs ahead of the system clock, and it
-        // moves: wait (bounded, no fixed sleep) until 3 ticks have passed.
+    fn a_clock_is_coarse_only_where_its_step_is_a_tenth_of_the_precision() {
+        let Some(step) = coarse::step() else {
+            return; // no coarse clock on this platform: every clock is exact
+        };
+        assert!(Clock::new(step * 10).coarse.is_some());
+        assert!(Clock::new(step * 10 - Duration::from_nanos(1)).coarse.is_none());
+    }
+
+    #[test]
+    fn a_coarse_clock_is_never_ahead_and_behind_by_at_most_a_step() {
+        let Some(step) = coarse::step() else {
+            return;
+        };
+        let clock = Clock::new(Duration::from_secs(10));
+        // Until the coarse clock has moved three steps (bounded: no fixed sleep).
         let started = std::time::Instant::now();
-        while clock.elapsed_nanos() < 3 * nanos(TICK) {
-            assert!(base + Duration::from_nanos(coarse()) <= std::time::Instant::now());
+        while clock.elapsed_nanos() < 3 * nanos(step) {
+            let before = Instant::now();
+            let coarse = clock.now();
+            assert!(coarse <= Instant::now(), "the coarse clock ran ahead");
+            // A step (a tick may come late: two), and room for a
+            // preemption while the clock was made.
+            let behind = before.saturating_duration_since(coarse);
+            assert!(behind <= step * 2 + Duration::from_millis(1), "{behind:?} behind");
             assert!(started.elapsed() < Duration::from_secs(10), "the coarse clock stands still");
             std::thread::yield_now();
         }

@@ -6,11 +6,12 @@
 //! the window was made). Moving to a new generation clears the slots it
 //! reuses, so an entry counts for between `T − T/n` and `T`.
 //!
-//! Every operation is a read of a coarse [`Clock`] (an atomic load; tokio's
-//! clock when it is paused, so tests with paused time move the window) and
-//! a few atomic operations; no locks. The coarse clock runs behind by about
-//! a millisecond, so an entry made just after a slot boundary may be
-//! counted in the slot before it: it expires up to that much early. A slot is a `u64`
+//! Every operation is a read of a [`Clock`] and a few atomic operations;
+//! no locks. The clock is coarse where its step is at most a tenth of a
+//! slot (tokio's clock when it is paused, so tests with paused time move
+//! the window): an entry made within a step after a slot boundary may be
+//! counted in the slot before, and so expire up to a step (at most a tenth
+//! of a slot) early. A slot is a `u64`
 //! that callers use either as one signed counter ([`Window::add`] with a
 //! negative amount, [`Window::sum_signed`]) or as two 32-bit counters packed
 //! together ([`pair`], [`Window::sum_pairs`]).
@@ -69,7 +70,7 @@ impl Window {
     pub(crate) fn new(span: Duration, slots: usize) -> Window {
         let slot_nanos = u64::try_from(span.as_nanos() / slots as u128).unwrap_or(u64::MAX);
         Window {
-            clock: Clock::new(),
+            clock: Clock::new(span / slots.max(1) as u32),
             slot_nanos: slot_nanos.max(1),
             generation: AtomicU64::new(0),
             slots: (0..slots).map(|_| AtomicU64::new(0)).collect(),
@@ -77,11 +78,36 @@ impl Window {
         }
     }
 
+    /// A window like this one (empty), on the same clock: one reading of
+    /// it moves both.
+    pub(crate) fn twin(&self) -> Window {
+        Window {
+            clock: self.clock,
+            slot_nanos: self.slot_nanos,
+            generation: AtomicU64::new(0),
+            slots: (0..self.slots.len()).map(|_| AtomicU64::new(0)).collect(),
+            mask: self.mask,
+        }
+    }
+
     /// Moves the window to now, clearing expired slots; returns the
     /// current generation.
     #[inline]
     pub(crate) fn now(&self) -> u64 {
-        let nanos = self.clock.elapsed_nanos();
+        self.at(self.clock.elapsed_nanos())
+    }
+
+    /// The window's clock, for a caller that moves two windows made
+    /// together ([`Window::twin`]) with one reading.
+    #[inline]
+    pub(crate) fn elapsed_nanos(&self) -> u64 {
+        self.clock.elapsed_nanos()
+    }
+
+    /// [`Window::now`] for a reading of the clock taken `nanos` after the
+    /// window was made.
+    #[inline]
+    pub(crate) fn at(&self, nanos: u64) -> u64 {
         let mut seen = self.generation.load(Ordering::Acquire);
         // Still in the newest generation's slot (nearly always): no division.
         if nanos

@@ -46,11 +46,15 @@ const DECIMALS: usize = 12;
 /// # Ok(()) }
 /// ```
 ///
-/// A deposit is one read of tokio's clock (so paused-time tests move the
-/// window) and one atomic add; a withdrawal is a clock read, an atomic add
-/// and a sum of the two windows' sixteen slots. No locks, and concurrent
-/// callers can never overdraw the budget (a withdrawal that would is given
-/// back).
+/// A deposit is one read of the clock and one atomic add; a withdrawal is
+/// a clock read, an atomic add and a sum of the two windows' sixteen slots.
+/// No locks, and concurrent callers can never overdraw the budget (a
+/// withdrawal that would is given back). The clock is tokio's (so
+/// paused-time tests move the window), read on Linux from the kernel's
+/// coarse clock when its step is at most a tenth of a slot (`ttl / 16`;
+/// 4 ms on a common kernel, against a slot of 62.5 ms or more): an entry
+/// made within a step after a slot boundary may count in the slot
+/// before, and so expire up to a step early.
 ///
 /// The [`balance`](RetryBudget::balance) can be negative for a while:
 /// withdrawals outlive the deposits that paid for them when they were made
@@ -71,6 +75,10 @@ struct Inner {
     /// The reserve, `min_per_sec · ttl`, as `reserve_num / reserve_den` retries.
     reserve_num: u128,
     reserve_den: u128,
+    /// `within`'s constants, computed once (exact: each is below 2¹¹⁰).
+    per_request: u128,
+    reserve_term: u128,
+    den: u128,
     ttl: Duration,
     min_per_sec: u32,
     ratio: f64,
@@ -92,15 +100,14 @@ impl RatioBudget {
 
     /// Whether `retries ≤ ratio · requests + reserve`, exactly:
     /// `retries · rd · vd ≤ rn · requests · vd + vn · rd`.
+    #[inline]
     fn within(&self, requests: u128, retries: u128) -> bool {
         let i = &*self.inner;
-        let den = i.ratio_den.saturating_mul(i.reserve_den);
         let allowed = i
-            .ratio_num
+            .per_request
             .saturating_mul(requests)
-            .saturating_mul(i.reserve_den)
-            .saturating_add(i.reserve_num.saturating_mul(i.ratio_den));
-        retries.saturating_mul(den) <= allowed
+            .saturating_add(i.reserve_term);
+        retries.saturating_mul(i.den) <= allowed
     }
 }
 
@@ -119,8 +126,10 @@ impl RetryBudget for RatioBudget {
         // it, but they can never both keep it: whichever reads the counts
         // last sees both withdrawals. No overdraw, no lock.
         let retries = &self.inner.retries;
-        let now = retries.now();
-        self.inner.requests.now();
+        // Twin windows: one clock reading moves both.
+        let elapsed = retries.elapsed_nanos();
+        let now = retries.at(elapsed);
+        self.inner.requests.at(elapsed);
         retries.add(now, 1);
         let (requests, taken) = self.counts();
         let withdrawal = if self.within(requests, taken) {
@@ -151,8 +160,9 @@ impl RatioBudget {
     /// How many retries could be withdrawn now (no trait to import).
     pub fn balance(&self) -> f64 {
         let i = &*self.inner;
-        i.requests.now();
-        i.retries.now();
+        let elapsed = i.retries.elapsed_nanos();
+        i.requests.at(elapsed);
+        i.retries.at(elapsed);
         let (requests, retries) = self.counts();
         let share = (i.ratio_num as f64) * (requests as f64) / (i.ratio_den as f64);
         let reserve = i.reserve_num as f64 / i.reserve_den as f64;
@@ -256,14 +266,18 @@ impl RatioBudgetBuilder {
             u128::from(self.min_per_sec) * self.ttl.as_nanos(),
             1_000_000_000,
         );
+        let requests = Window::new(self.ttl, SLOTS);
         Ok(RatioBudget {
             inner: Arc::new(Inner {
-                requests: Window::new(self.ttl, SLOTS),
-                retries: Window::new(self.ttl, SLOTS),
+                retries: requests.twin(),
+                requests,
                 ratio_num,
                 ratio_den,
                 reserve_num,
                 reserve_den,
+                per_request: ratio_num * reserve_den,
+                reserve_term: reserve_num * ratio_den,
+                den: ratio_den * reserve_den,
                 ttl: self.ttl,
                 min_per_sec: self.min_per_sec,
                 ratio,

@@ -124,13 +124,17 @@ where
         keep: fn(&T) -> bool,
         rng: RngSource,
     ) -> Self {
-        // No moka expiry policy: freshness is judged on tokio's clock at
+        // No moka expiry policy: freshness is judged on the store's clock at
         // every lookup, a stale entry is replaced by its next load, and the
         // capacity bounds memory. (A per-entry moka expiry roughly doubles
         // the cost of a hit.)
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_capacity)
             .build();
+        // Freshness is judged to a tenth of the shortest life, at worst.
+        let shortest = freshness
+            .negative_ttl
+            .map_or(freshness.ttl, |n| n.min(freshness.ttl));
         MemoryStore {
             shared: Arc::new(Shared {
                 entries,
@@ -139,7 +143,7 @@ where
                 keep,
                 rng,
                 counts: Counts::default(),
-                clock: Clock::new(),
+                clock: Clock::new(shortest),
             }),
         }
     }
