@@ -173,6 +173,26 @@ fn http_stack(c: &mut Criterion) {
         .service(client.clone());
 
     let next = AtomicU64::new(0);
+    // For a profiler: `HTTP_STACK_PROFILE=bare|miss|without_cache` runs only
+    // that client for 200 000 requests, then exits.
+    if std::env::var("HTTP_STACK_SIZES").is_ok() {
+        let request = || http::Request::get("http://x/").body(Empty::<Bytes>::new()).unwrap();
+        let _enter = runtime.enter();
+        println!("stack future {} B, service {} B", std::mem::size_of_val(&stack.clone().call(request())), std::mem::size_of_val(&stack));
+        println!("lean future {} B, service {} B", std::mem::size_of_val(&without_cache.clone().call(request())), std::mem::size_of_val(&without_cache));
+        println!("bare future {} B, service {} B", std::mem::size_of_val(&client.clone().call(request())), std::mem::size_of_val(&client));
+        std::process::exit(0);
+    }
+    if let Ok(which) = std::env::var("HTTP_STACK_PROFILE") {
+        runtime.block_on(async {
+            match which.as_str() {
+                "bare" => send(&mut client.clone(), address, 200_000, &next, 1).await,
+                "miss" => send(&mut stack.clone(), address, 200_000, &next, 1).await,
+                _ => send(&mut without_cache.clone(), address, 200_000, &next, 1).await,
+            }
+        });
+        std::process::exit(0);
+    }
     let mut group = c.benchmark_group("http_stack");
     let hot = AtomicU64::new(u64::MAX / 2);
     runtime.block_on(send(&mut stack.clone(), address, 1, &hot, 0)); // cached from now on

@@ -7,7 +7,7 @@ use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use crate::error::{ConfigError, check_f64};
-use crate::offset::{Offset, siphash24};
+use crate::offset::{Offset, SipHasher24};
 
 /// How entries' TTLs are spread so that entries written together do not
 /// expire together.
@@ -44,9 +44,9 @@ impl TtlJitter {
             }
             TtlJitter::PerKey(max) if max.is_zero() => Duration::ZERO,
             TtlJitter::PerKey(max) => {
-                let mut bytes = Bytes(Vec::new());
-                key.hash(&mut bytes);
-                let hash = u128::from(siphash24(&Offset::DEFAULT_KEY, &bytes.0));
+                let mut hasher = SipHasher24::new(&Offset::DEFAULT_KEY);
+                key.hash(&mut hasher);
+                let hash = u128::from(hasher.finish());
                 let nanos = hash % max.as_nanos();
                 Duration::new(
                     (nanos / 1_000_000_000) as u64,
@@ -54,19 +54,6 @@ impl TtlJitter {
                 )
             }
         }
-    }
-}
-
-/// A `Hasher` that keeps the bytes it is fed, to hash them with SipHash-2-4.
-struct Bytes(Vec<u8>);
-
-impl Hasher for Bytes {
-    fn finish(&self) -> u64 {
-        siphash24(&Offset::DEFAULT_KEY, &self.0)
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        self.0.extend_from_slice(bytes);
     }
 }
 

@@ -1,10 +1,13 @@
 //! Keys for coalescing and caching HTTP requests: method + URI + chosen headers.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
 use http_body::Body;
+
+use crate::offset::{Offset, SipHasher24};
 
 /// Builds the [`HttpKey`] of a request, for [`coalesce`](crate::coalesce)
 /// and [`cache`](crate::cache).
@@ -34,11 +37,49 @@ pub struct RequestKey {
 }
 
 /// The key of an HTTP request: method, URI and the chosen headers' values.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// It is hashed once, when it is made: a key is looked up in several
+/// tables per request (the coalescing table, the cache, its loads), and
+/// hashing a URI byte by byte each time cost more than the lookups. Its
+/// `Hash` writes that 64-bit fingerprint (SipHash-2-4 under a fixed key of
+/// what the method, URI and header values hash as), so it is the same in
+/// every process; equality still compares every part.
+#[derive(Debug, Clone)]
 pub struct HttpKey {
     method: Method,
     uri: Uri,
     headers: Box<[Option<HeaderValue>]>,
+    fingerprint: u64,
+}
+
+impl HttpKey {
+    fn new(method: Method, uri: Uri, headers: Box<[Option<HeaderValue>]>) -> HttpKey {
+        let mut hasher = SipHasher24::new(&Offset::DEFAULT_KEY);
+        (&method, &uri, &headers).hash(&mut hasher);
+        HttpKey {
+            fingerprint: hasher.finish(),
+            method,
+            uri,
+            headers,
+        }
+    }
+}
+
+impl PartialEq for HttpKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+            && self.method == other.method
+            && self.uri == other.uri
+            && self.headers == other.headers
+    }
+}
+
+impl Eq for HttpKey {}
+
+impl Hash for HttpKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.fingerprint);
+    }
 }
 
 impl HttpKey {
@@ -75,15 +116,14 @@ impl RequestKey {
         if !(method == Method::GET || method == Method::HEAD) || !request.body().is_end_stream() {
             return None;
         }
-        Some(HttpKey {
-            method: method.clone(),
-            uri: request.uri().clone(),
-            headers: self
-                .headers
+        Some(HttpKey::new(
+            method.clone(),
+            request.uri().clone(),
+            self.headers
                 .iter()
                 .map(|name| request.headers().get(name).cloned())
                 .collect(),
-        })
+        ))
     }
 
     /// This key as the function that the coalesce and cache layers take.

@@ -43,7 +43,7 @@ mod siphash;
 mod strategy;
 mod ticker;
 
-pub(crate) use self::siphash::siphash24;
+pub(crate) use self::siphash::SipHasher24;
 pub(crate) use self::strategy::record_on_span;
 pub use self::strategy::{Offset, Strategy};
 pub use self::ticker::{MAX_PERIOD, MissedTicks, Tick, Ticker};
