@@ -63,19 +63,7 @@ async fn send<S, B>(
     }
 }
 
-/// CPU time this thread has run, in nanoseconds: `CLOCK_THREAD_CPUTIME_ID`,
-/// which Linux reads from the scheduler's running sum plus the time since
-/// it was last updated (nanoseconds, not scheduler ticks).
-fn thread_cpu_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid timespec to write; the clock id is a constant.
-    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-    assert_eq!(status, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
-}
+use support::{spread, thread_cpu_ns};
 
 /// The thread CPU clock's resolution as `clock_getres` states it, and the
 /// smallest step actually seen between two reads (over 10 000 reads), in ns.
@@ -98,16 +86,6 @@ fn thread_cpu_clock_step() -> (u64, u64) {
         last = now;
     }
     (stated, smallest)
-}
-
-/// The median, first and third quartiles, min and max of `v`.
-fn spread(v: &mut [f64]) -> serde_json::Value {
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    serde_json::json!({
-        "median": at(0.5), "q1": at(0.25), "q3": at(0.75), "iqr": at(0.75) - at(0.25),
-        "min": v[0], "max": v[v.len() - 1],
-    })
 }
 
 /// The retry policy of both stacks: 3 attempts, a ratio budget, HTTP rules.
@@ -176,11 +154,27 @@ fn http_stack(c: &mut Criterion) {
     // For a profiler: `HTTP_STACK_PROFILE=bare|miss|without_cache` runs only
     // that client for 200 000 requests, then exits.
     if std::env::var("HTTP_STACK_SIZES").is_ok() {
-        let request = || http::Request::get("http://x/").body(Empty::<Bytes>::new()).unwrap();
+        let request = || {
+            http::Request::get("http://x/")
+                .body(Empty::<Bytes>::new())
+                .unwrap()
+        };
         let _enter = runtime.enter();
-        println!("stack future {} B, service {} B", std::mem::size_of_val(&stack.clone().call(request())), std::mem::size_of_val(&stack));
-        println!("lean future {} B, service {} B", std::mem::size_of_val(&without_cache.clone().call(request())), std::mem::size_of_val(&without_cache));
-        println!("bare future {} B, service {} B", std::mem::size_of_val(&client.clone().call(request())), std::mem::size_of_val(&client));
+        println!(
+            "stack future {} B, service {} B",
+            std::mem::size_of_val(&stack.clone().call(request())),
+            std::mem::size_of_val(&stack)
+        );
+        println!(
+            "lean future {} B, service {} B",
+            std::mem::size_of_val(&without_cache.clone().call(request())),
+            std::mem::size_of_val(&without_cache)
+        );
+        println!(
+            "bare future {} B, service {} B",
+            std::mem::size_of_val(&client.clone().call(request())),
+            std::mem::size_of_val(&client)
+        );
         std::process::exit(0);
     }
     if let Ok(which) = std::env::var("HTTP_STACK_PROFILE") {
@@ -230,7 +224,7 @@ fn http_stack(c: &mut Criterion) {
     // running us; a share lasts tens of milliseconds, so the clock's step
     // (checked below) is far under 1% of it.
     let (stated, step) = thread_cpu_clock_step();
-    let rounds = 31;
+    let rounds = 61;
     let per_round = 2_000u64;
     let mut ratios = (Vec::new(), Vec::new());
     let mut shortest = u64::MAX;
@@ -264,7 +258,10 @@ fn http_stack(c: &mut Criterion) {
         shortest as f64 / 1e6
     );
     println!("  ratio to the bare client       median  [q1, q3]      [min, max]");
-    for (name, r) in [("whole stack, every request a miss", &miss), ("without the cache", &lean)] {
+    for (name, r) in [
+        ("whole stack, every request a miss", &miss),
+        ("without the cache", &lean),
+    ] {
         println!(
             "  {name:<33} {:.3}  [{:.3}, {:.3}]  [{:.3}, {:.3}]",
             r["median"].as_f64().unwrap(),
@@ -288,7 +285,10 @@ fn http_stack(c: &mut Criterion) {
     });
     if let Some(previous) = previous {
         for key in ["miss_ratio", "without_cache_ratio"] {
-            let (now, then) = (json[key]["median"].as_f64(), previous[key]["median"].as_f64());
+            let (now, then) = (
+                json[key]["median"].as_f64(),
+                previous[key]["median"].as_f64(),
+            );
             if let (Some(now), Some(then)) = (now, then) {
                 println!(
                     "  {key}: median {now:.3} against {then:.3} in the previous run ({:+.1}%)",
@@ -296,8 +296,11 @@ fn http_stack(c: &mut Criterion) {
                 );
             }
         }
-        std::fs::write(support::target_dir().join("http_stack_paired.previous.json"), previous.to_string())
-            .expect("keep the previous run");
+        std::fs::write(
+            support::target_dir().join("http_stack_paired.previous.json"),
+            previous.to_string(),
+        )
+        .expect("keep the previous run");
     }
     std::fs::write(&path, json.to_string()).expect("write the paired ratios");
     println!("wrote {}", path.display());

@@ -45,10 +45,9 @@ pub(crate) struct Clock {
 /// The coarse clock's reading when a [`Clock`] was made.
 #[derive(Debug, Clone, Copy)]
 struct Coarse {
-    /// The coarse clock at the start, in nanoseconds.
+    /// The exact monotonic clock at the start, in nanoseconds: a reading
+    /// is the coarse clock less this, so never ahead of tokio's.
     start: u64,
-    /// How far it was behind the exact clock then.
-    behind: Duration,
 }
 
 impl Clock {
@@ -62,10 +61,10 @@ impl Clock {
         let start = Instant::now();
         let coarse = usable
             .then(|| {
-                let (coarse, exact) = coarse::now_and_exact()?;
+                // The two clocks count from the same origin: readings are
+                // the coarse clock less the exact one at the start.
                 Some(Coarse {
-                    start: coarse,
-                    behind: Duration::from_nanos(exact.saturating_sub(coarse)),
+                    start: coarse::exact()?,
                 })
             })
             .flatten();
@@ -80,7 +79,9 @@ impl Clock {
         }
     }
 
-    /// Nanoseconds since the clock was made.
+    /// Nanoseconds since the clock was made: never more than tokio's clock
+    /// says, less by the coarse clock's step or less (a little more when a
+    /// tick comes late).
     #[inline]
     pub(crate) fn elapsed_nanos(&self) -> u64 {
         match self.coarse {
@@ -89,17 +90,19 @@ impl Clock {
         }
     }
 
-    /// The instant on tokio's clock that this clock reads as now: never
-    /// ahead of it, behind by the coarse clock's step or less (a little
-    /// more when a tick comes late).
-    #[inline]
+    /// The instant on tokio's clock that this clock reads as now (see
+    /// [`elapsed_nanos`](Self::elapsed_nanos)).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn now(&self) -> Instant {
         match self.coarse {
-            Some(Coarse { behind, .. }) => {
-                self.start + Duration::from_nanos(self.elapsed_nanos()) - behind
-            }
+            Some(_) => self.start + Duration::from_nanos(self.elapsed_nanos()),
             None => Instant::now(),
         }
+    }
+
+    /// `instant` as a reading of this clock (nanoseconds since its start).
+    pub(crate) fn reading(&self, instant: Instant) -> u64 {
+        nanos(instant.saturating_duration_since(self.start))
     }
 }
 
@@ -146,10 +149,9 @@ mod coarse {
         nanos(clock_gettime(ClockId::MonotonicCoarse))
     }
 
-    /// The coarse clock and the exact one, read together.
-    pub(super) fn now_and_exact() -> Option<(u64, u64)> {
-        let coarse = now();
-        Some((coarse, nanos(clock_gettime(ClockId::Monotonic))))
+    /// The exact monotonic clock (the coarse one's origin), in nanoseconds.
+    pub(super) fn exact() -> Option<u64> {
+        Some(nanos(clock_gettime(ClockId::Monotonic)))
     }
 }
 
@@ -166,7 +168,7 @@ mod coarse {
         0
     }
 
-    pub(super) fn now_and_exact() -> Option<(u64, u64)> {
+    pub(super) fn exact() -> Option<u64> {
         None
     }
 }
@@ -190,7 +192,11 @@ mod tests {
             return; // no coarse clock on this platform: every clock is exact
         };
         assert!(Clock::new(step * 10).coarse.is_some());
-        assert!(Clock::new(step * 10 - Duration::from_nanos(1)).coarse.is_none());
+        assert!(
+            Clock::new(step * 10 - Duration::from_nanos(1))
+                .coarse
+                .is_none()
+        );
     }
 
     #[test]
@@ -208,8 +214,14 @@ mod tests {
             // A step (a tick may come late: two), and room for a
             // preemption while the clock was made.
             let behind = before.saturating_duration_since(coarse);
-            assert!(behind <= step * 2 + Duration::from_millis(1), "{behind:?} behind");
-            assert!(started.elapsed() < Duration::from_secs(10), "the coarse clock stands still");
+            assert!(
+                behind <= step * 2 + Duration::from_millis(1),
+                "{behind:?} behind"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the coarse clock stands still"
+            );
             std::thread::yield_now();
         }
     }

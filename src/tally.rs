@@ -142,9 +142,11 @@ mod tests {
             let threads: Vec<_> = (0..12)
                 .map(|_| {
                     let pending = std::sync::Arc::clone(&pending);
-                    std::thread::spawn(move || (0..1000).for_each(|_| {
-                        pending.add();
-                    }))
+                    std::thread::spawn(move || {
+                        (0..1000).for_each(|_| {
+                            pending.add();
+                        })
+                    })
                 })
                 .collect();
             threads.into_iter().for_each(|t| t.join().unwrap());

@@ -1,6 +1,8 @@
 //! Every layer against its peers, measured in the same run and reported as
 //! ratios (`target/peers.json`, one JSON object per line:
-//! `{"bench","ours_ns","peer","peer_ns","ratio"}`).
+//! `{"bench","ours_ns","peer","peer_ns","ratio"}`); the single-thread ones
+//! again in paired rounds that alternate ours and the peer
+//! (`target/peers_paired.json`, with the ratio's quartiles).
 //!
 //! - `retry`: the success path against tower's `Retry` + `TpsBudget` and
 //!   tower-resilience's retry; budget operations against tower's budget;
@@ -33,4 +35,9 @@ fn main() {
     pairs.extend(breaker::ratios());
     pairs.extend(stampede::ratios());
     support::report("peers.json", &pairs);
+    // The single-thread comparisons again, in paired rounds: the figures
+    // to read where criterion's runs, one function after the other, drift.
+    let mut paired = retry::paired();
+    paired.extend(stampede::paired());
+    support::write_paired("peers_paired.json", &paired);
 }

@@ -232,3 +232,62 @@ pub fn ratios() -> Vec<(&'static str, &'static str, &'static str, &'static str)>
         ),
     ]
 }
+
+/// One call through `service`, as `bench_service` times it.
+fn one_call<S>(service: &mut S, i: &mut u64)
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    *i += 1;
+    ready(service);
+    black_box(support::now(service.call(black_box(*i)))).unwrap();
+}
+
+/// The same comparisons in paired rounds (see `support::paired`).
+pub fn paired() -> Vec<serde_json::Value> {
+    let policy = RetryPolicy::builder()
+        .max_attempts(3)
+        .budget(RatioBudget::builder().build().unwrap())
+        .build()
+        .unwrap();
+    let (mut ours, mut tower) = (
+        Retry::new(inner(), policy),
+        tower::retry::Retry::new(TowerPolicy::new(), inner()),
+    );
+    let (mut i, mut j) = (0, 0);
+    let mut lines = vec![support::paired(
+        "retry_success_path/dephase",
+        "tower Retry + TpsBudget",
+        20_000,
+        || one_call(&mut ours, &mut i),
+        || one_call(&mut tower, &mut j),
+    )];
+    let ratio = RatioBudget::builder().build().unwrap();
+    let tps = TpsBudget::new(Duration::from_secs(10), 10, 0.2);
+    lines.push(support::paired(
+        "budget/ratio_deposit",
+        "tower TpsBudget::deposit",
+        50_000,
+        || black_box(&ratio).deposit(),
+        || black_box(&tps).deposit(),
+    ));
+    // Reserves so large that every withdrawal in the run is granted.
+    let ratio = RatioBudget::builder()
+        .min_per_sec(u32::MAX)
+        .build()
+        .unwrap();
+    let tps = TpsBudget::new(Duration::from_secs(10), i32::MAX as u32 - 1, 0.2);
+    lines.push(support::paired(
+        "budget/ratio_withdraw",
+        "tower TpsBudget::withdraw",
+        50_000,
+        || {
+            black_box(ratio.withdraw());
+        },
+        || {
+            black_box(tps.withdraw());
+        },
+    ));
+    lines
+}

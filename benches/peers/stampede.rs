@@ -348,3 +348,43 @@ pub fn ratios() -> Vec<(&'static str, &'static str, &'static str, &'static str)>
         ("cache_hit", "dephase", "moka_future_get", "moka future get"),
     ]
 }
+
+/// A cache hit against moka's sync `get`, in paired rounds (see
+/// `support::paired`).
+pub fn paired() -> Vec<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let store = MemoryStore::builder(10_000)
+        .ttl(Duration::from_secs(3600))
+        .ttl_jitter(TtlJitter::None)
+        .build()
+        .unwrap();
+    let inner = tower::service_fn(|k: u32| std::future::ready(Ok::<u64, BoxError>(u64::from(k))));
+    let mut ours = CacheLayer::new(store, |k: &u32| Some(*k)).layer(inner);
+    runtime.block_on(async {
+        for k in 0..100 {
+            ours.ready().await.unwrap().call(k).await.unwrap();
+        }
+    });
+    let sync: moka::sync::Cache<u32, u64> = moka::sync::Cache::new(10_000);
+    for k in 0..100u32 {
+        sync.insert(k, u64::from(k));
+    }
+    let (mut a, mut b) = (0u32, 0u32);
+    vec![support::paired(
+        "cache_hit/dephase",
+        "moka sync get",
+        20_000,
+        || {
+            a = (a + 1) % 100;
+            black_box(support::now(ours.call(black_box(a))).unwrap());
+        },
+        || {
+            b = (b + 1) % 100;
+            black_box(sync.get(&black_box(b)).unwrap());
+        },
+    )]
+}

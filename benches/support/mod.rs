@@ -1,5 +1,6 @@
 //! Shared by the benches: ratios of our figures to a peer's, from
-//! criterion's own estimates, printed and written as JSON lines.
+//! criterion's own estimates or from paired rounds, printed and written as
+//! JSON lines.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -65,4 +66,104 @@ pub fn now<F: std::future::Future>(future: F) -> F::Output {
         std::task::Poll::Ready(out) => out,
         std::task::Poll::Pending => panic!("the benchmarked future was not ready"),
     }
+}
+
+/// CPU time this thread has run, in nanoseconds: `CLOCK_THREAD_CPUTIME_ID`,
+/// which Linux reads from the scheduler's running sum plus the time since
+/// it was last updated (nanoseconds, not scheduler ticks).
+pub fn thread_cpu_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec to write; the clock id is a constant.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(status, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// The median, first and third quartiles, min and max of `v`.
+pub fn spread(v: &mut [f64]) -> serde_json::Value {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    serde_json::json!({
+        "median": at(0.5), "q1": at(0.25), "q3": at(0.75), "iqr": at(0.75) - at(0.25),
+        "min": v[0], "max": v[v.len() - 1],
+    })
+}
+
+/// One paired comparison: `ours` against `peer`, each called `per_round`
+/// times in turn (the order alternating) for `rounds` rounds, each turn
+/// timed in this thread's CPU time. Criterion measures one function after
+/// the other, and this VM's speed drifts between them by more than some
+/// of the differences measured; rounds a few milliseconds long that
+/// alternate see the same machine. Returns the JSON line written by
+/// [`write_paired`]: per-call medians and the ratio's median and quartiles.
+pub fn paired(
+    bench: &str,
+    peer_name: &str,
+    per_round: u64,
+    mut ours: impl FnMut(),
+    mut peer: impl FnMut(),
+) -> serde_json::Value {
+    const ROUNDS: usize = 31;
+    let (mut ratios, mut ours_ns, mut peer_ns) = (Vec::new(), Vec::new(), Vec::new());
+    let time = |f: &mut dyn FnMut()| {
+        let started = thread_cpu_ns();
+        for _ in 0..per_round {
+            f();
+        }
+        (thread_cpu_ns() - started) as f64 / per_round as f64
+    };
+    // A warm-up round each, not counted.
+    time(&mut ours);
+    time(&mut peer);
+    for round in 0..ROUNDS {
+        let (a, b) = if round % 2 == 0 {
+            let a = time(&mut ours);
+            (a, time(&mut peer))
+        } else {
+            let b = time(&mut peer);
+            (time(&mut ours), b)
+        };
+        ratios.push(a / b);
+        ours_ns.push(a);
+        peer_ns.push(b);
+    }
+    let ratio = spread(&mut ratios);
+    serde_json::json!({
+        "bench": bench,
+        "ours_ns": spread(&mut ours_ns)["median"],
+        "peer": peer_name,
+        "peer_ns": spread(&mut peer_ns)["median"],
+        "ratio": ratio["median"],
+        "ratio_q1": ratio["q1"],
+        "ratio_q3": ratio["q3"],
+        "rounds": ROUNDS,
+        "calls_per_round": per_round,
+    })
+}
+
+/// Prints paired comparisons and writes them as JSON lines to `target/<file>`.
+pub fn write_paired(file: &str, lines: &[serde_json::Value]) {
+    let path = target_dir().join(file);
+    let mut out = std::fs::File::create(&path).expect("create the paired file");
+    println!(
+        "\n{:<44} {:>9} {:>9}  {:<32} {:>6}  {:>15}",
+        "paired rounds (median of 31)", "ours ns", "peer ns", "peer", "ratio", "[q1, q3]"
+    );
+    for line in lines {
+        println!(
+            "{:<44} {:>9.1} {:>9.1}  {:<32} {:>6.2}  [{:.2}, {:.2}]",
+            line["bench"].as_str().unwrap_or(""),
+            line["ours_ns"].as_f64().unwrap_or(f64::NAN),
+            line["peer_ns"].as_f64().unwrap_or(f64::NAN),
+            line["peer"].as_str().unwrap_or(""),
+            line["ratio"].as_f64().unwrap_or(f64::NAN),
+            line["ratio_q1"].as_f64().unwrap_or(f64::NAN),
+            line["ratio_q3"].as_f64().unwrap_or(f64::NAN),
+        );
+        writeln!(out, "{line}").expect("write the paired file");
+    }
+    println!("wrote {}", path.display());
 }

@@ -115,9 +115,10 @@ where
 
 /// Records what the cache did for this request on the current span.
 fn record(served: &Served) {
-    let span = Span::current();
-    // Nothing is recorded on a span no subscriber keeps (the usual hit).
-    let span = (!span.is_disabled()).then_some(&span);
+    // Nothing is recorded on a span no subscriber keeps (the usual hit),
+    // nor looked for when no subscriber was ever set.
+    let span = tracing::dispatcher::has_been_set().then(Span::current);
+    let span = span.as_ref().filter(|span| !span.is_disabled());
     let result = served.result();
     telemetry::count::cache_result(result);
     let expires_in_ms = served.expires_in.map(telemetry::millis);

@@ -15,7 +15,7 @@ use super::error::SharedError;
 use super::policy::{Age, Freshness, Verdict};
 use super::store::{CacheResult, Draws, Looked, Served, Store, StoreFor, sealed};
 use crate::BoxError;
-use crate::clock::Clock;
+use crate::clock::{self, Clock};
 use crate::flight::{Call, Fence, Joined, Table};
 use crate::rng::RngSource;
 use crate::tally::{Count, Striped};
@@ -28,15 +28,19 @@ struct Entry<T> {
     value: Result<T, Arc<BoxError>>,
     /// Δ: how long the computation took.
     delta: Duration,
-    expires: Instant,
+    /// When it expires, as a reading of the store's clock (nanoseconds):
+    /// a hit compares two integers.
+    expires: u64,
 }
 
 impl<T> Entry<T> {
-    fn age(&self, now: Instant) -> Age {
-        match self.expires.checked_duration_since(now) {
-            Some(left) if !left.is_zero() => Age::Fresh { left },
+    fn age(&self, now: u64) -> Age {
+        match self.expires.checked_sub(now) {
+            Some(left) if left != 0 => Age::Fresh {
+                left: Duration::from_nanos(left),
+            },
             _ => Age::Expired {
-                ago: now.saturating_duration_since(self.expires),
+                ago: Duration::from_nanos(now.saturating_sub(self.expires)),
             },
         }
     }
@@ -257,7 +261,11 @@ where
                             // A failure never replaces a value that is still
                             // servable (fresh, or within a stale window).
                             let servable = shared.entries.get(&key).is_some_and(|old| {
-                                old.value.is_ok() && now < old.expires + freshness.stale_window()
+                                old.value.is_ok()
+                                    && shared.clock.reading(now)
+                                        < old
+                                            .expires
+                                            .saturating_add(clock::nanos(freshness.stale_window()))
                             });
                             if !servable {
                                 shared.store(key, Err(Arc::clone(&error)), now, delta, ttl);
@@ -321,7 +329,7 @@ where
         let entry = Entry {
             value,
             delta,
-            expires: now + life,
+            expires: self.clock.reading(now).saturating_add(clock::nanos(life)),
         };
         self.counts.stores.add();
         telemetry::count::cache_store();
@@ -340,7 +348,7 @@ where
     type Value = T;
 
     fn draws(&self) -> Draws {
-        Draws(self.shared.rng.stream().independent())
+        Draws::new(&self.shared.rng)
     }
 }
 
@@ -362,7 +370,7 @@ where
                     .clone()
                     .map_err(|e| -> BoxError { Box::new(SharedError::new(e)) })
             };
-            let age = entry.age(shared.clock.now());
+            let age = entry.age(shared.clock.elapsed_nanos());
             let refreshing = || shared.loads.contains(&key);
             let verdict = match &entry.value {
                 Ok(_) => {

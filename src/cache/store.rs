@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::BoxError;
 use crate::flight::Waiter;
-use crate::rng::Stream;
+use crate::rng::{RngSource, Stream};
 
 /// A store a [`Cache`](super::Cache) keeps its values in. Implemented by
 /// [`MemoryStore`](super::MemoryStore) and `redis::RedisStore`; sealed.
@@ -46,14 +46,29 @@ pub(crate) mod sealed {
 }
 
 /// A random stream for one cache service (XFetch draws, TTL jitter): no
-/// shared state touched per request.
+/// shared state touched per request. Made at the service's first draw: a
+/// cache service is cloned for every request that goes through a layer
+/// that clones what it readies (fan-out, retry), and most clones never
+/// draw.
 #[derive(Debug)]
 #[doc(hidden)]
-pub struct Draws(pub(crate) Stream);
+pub struct Draws {
+    source: RngSource,
+    stream: Option<Stream>,
+}
 
 impl Draws {
+    pub(crate) fn new(source: &RngSource) -> Draws {
+        Draws {
+            source: source.clone(),
+            stream: None,
+        }
+    }
+
     pub(crate) fn fraction(&mut self) -> u64 {
-        self.0.fraction()
+        self.stream
+            .get_or_insert_with(|| self.source.stream().independent())
+            .fraction()
     }
 }
 

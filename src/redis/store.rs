@@ -134,7 +134,7 @@ where
     type Value = T;
 
     fn draws(&self) -> Draws {
-        Draws(self.shared.rng.stream().independent())
+        Draws::new(&self.shared.rng)
     }
 }
 

@@ -82,11 +82,10 @@ pin_project! {
 /// What has been done so far, beside the attempt in flight.
 struct Control<S, C, R, B: RetryBudget, Req> {
     policy: Arc<RetryPolicy<C, R, B>>,
-    /// `Some` only when the request could be copied: what a re-send needs.
-    /// Boxed: the future is moved a few times on its way to the caller,
-    /// and an inline service and request made every request's future
-    /// hundreds of bytes larger for a re-send that is rarely made.
-    spare: Option<Box<Spare<S, Req>>>,
+    /// `Some` only when the request could be copied: the service for re-sends.
+    service: Option<S>,
+    /// The copy that the next attempt will send.
+    copy: Option<Req>,
     /// Attempts sent so far.
     attempts: u32,
     /// When the first attempt was sent, if there is a deadline.
@@ -97,14 +96,6 @@ struct Control<S, C, R, B: RetryBudget, Req> {
     /// path) stays small: a retried request sleeps anyway, so one
     /// allocation there costs nothing that matters.
     retrying: Option<Box<Retrying>>,
-}
-
-/// What a re-send needs: a service, and the copy it will send.
-struct Spare<S, Req> {
-    /// `None` while a re-send holds it.
-    service: Option<S>,
-    /// The copy that the next attempt will send.
-    copy: Option<Req>,
 }
 
 /// The state of a request that is being retried.
@@ -159,17 +150,12 @@ where
         copy: Option<Req>,
     ) -> Self {
         let started = policy.deadline.map(|_| Instant::now());
-        let spare = service.map(|service| {
-            Box::new(Spare {
-                service: Some(service),
-                copy,
-            })
-        });
         ResponseFuture {
             attempt: Attempt::First { future },
             control: Control {
                 policy,
-                spare,
+                service,
+                copy,
                 attempts: 1,
                 started,
                 retrying: None,
@@ -202,9 +188,7 @@ where
                         .expect("a re-send is planned with its retry state");
                     retrying.slept += later.waited();
                     retrying.sleep = later.as_mut().take_sleep();
-                    if let Some(spare) = control.spare.as_mut() {
-                        spare.service = later.as_mut().take_service();
-                    }
+                    control.service = later.as_mut().take_service();
                     if !later.is_sent() {
                         // The service failed to get ready for the re-send:
                         // that error is the caller's answer.
@@ -258,10 +242,7 @@ where
         });
         retrying.reason = wanted.reason;
         let resends = self.attempts - 1;
-        let copy = self
-            .spare
-            .as_deref()
-            .and_then(|spare| spare.copy.as_ref().filter(|_| spare.service.is_some()));
+        let copy = self.copy.as_ref().filter(|_| self.service.is_some());
         let elapsed = self.started.map(|started| started.elapsed());
         let plan = policy.plan(wanted, self.attempts, copy, elapsed, &mut retrying.backoff);
         let (delay, withdrawal) = match plan {
@@ -278,13 +259,12 @@ where
         if policy.budget.is_some() {
             retrying.budget = Some("granted");
         }
-        let spare = self.spare.as_mut().expect("planned with a copy");
-        let mut copy = spare.copy.take().expect("planned with a copy");
+        let mut copy = self.copy.take().expect("planned with a copy");
         if self.attempts + 1 < policy.max_attempts {
-            spare.copy = policy.clone.clone_request(&copy);
+            self.copy = policy.clone.clone_request(&copy);
         }
         policy.clone.mark(&mut copy, Number::new(self.attempts + 1));
-        let service = spare.service.take().expect("planned with a service");
+        let service = self.service.take().expect("planned with a service");
         telemetry::count::retry(wanted.reason, delay);
         tracing::event!(
             target: "dephase::retry",
