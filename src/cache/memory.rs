@@ -12,7 +12,7 @@ use tracing::Span;
 
 use super::builder::{Memory, StoreBuilder};
 use super::error::SharedError;
-use super::policy::{Age, Freshness, Verdict};
+use super::policy::{Age, Freshness, Verdict, early_window};
 use super::store::{CacheResult, Draws, Looked, Served, Store, StoreFor, sealed};
 use crate::BoxError;
 use crate::clock::{self, Clock};
@@ -31,6 +31,9 @@ struct Entry<T> {
     /// When it expires, as a reading of the store's clock (nanoseconds):
     /// a hit compares two integers.
     expires: u64,
+    /// Until when (a reading of the store's clock) a hit cannot refresh it
+    /// early (see `policy::early_window`): most hits decide on this alone.
+    quiet_until: u64,
 }
 
 impl<T> Entry<T> {
@@ -326,10 +329,17 @@ where
         delta: Duration,
         life: Duration,
     ) {
+        let expires = self.clock.reading(now).saturating_add(clock::nanos(life));
+        let f = &self.freshness;
+        let quiet_until = match early_window(delta, f.beta, f.early_refresh && value.is_ok()) {
+            Some(window) => expires.saturating_sub(clock::nanos(window)),
+            None => expires,
+        };
         let entry = Entry {
             value,
             delta,
-            expires: self.clock.reading(now).saturating_add(clock::nanos(life)),
+            expires,
+            quiet_until,
         };
         self.counts.stores.add();
         telemetry::count::cache_store();
@@ -364,13 +374,26 @@ where
         let shared = &self.shared;
         let mut stale = None;
         if let Some(entry) = shared.entries.get(&key) {
-            let answer = || {
-                entry
-                    .value
-                    .clone()
-                    .map_err(|e| -> BoxError { Box::new(SharedError::new(e)) })
+            // moka's `get` returned a copy of the entry: the answer is moved
+            // out of it, not copied again (for an HTTP response, a second
+            // copy of its headers).
+            let answer = |value: Result<T, Arc<BoxError>>| {
+                value.map_err(|e| -> BoxError { Box::new(SharedError::new(e)) })
             };
-            let age = entry.age(shared.clock.elapsed_nanos());
+            let now = shared.clock.elapsed_nanos();
+            if now < entry.quiet_until {
+                // Fresh, and too far from its expiry for XFetch to refresh
+                // it (the judgement below would say the same).
+                shared.counts.hits.add();
+                return Looked::now(
+                    answer(entry.value),
+                    Served::hit(
+                        CacheResult::Hit,
+                        Some(Duration::from_nanos(entry.expires - now)),
+                    ),
+                );
+            }
+            let age = entry.age(now);
             let refreshing = || shared.loads.contains(&key);
             let verdict = match &entry.value {
                 Ok(_) => {
@@ -402,16 +425,19 @@ where
                         } else {
                             CacheResult::Hit
                         };
-                    return Looked::now(answer(), Served::hit(result, Some(expires_in)));
+                    return Looked::now(
+                        answer(entry.value),
+                        Served::hit(result, Some(expires_in)),
+                    );
                 }
                 Verdict::Stale => {
                     shared.counts.stale.add();
                     self.refresh_in_background(key, service, request, draws);
-                    return Looked::now(answer(), Served::new(CacheResult::Stale));
+                    return Looked::now(answer(entry.value), Served::new(CacheResult::Stale));
                 }
                 Verdict::Load { or_stale } => {
                     if or_stale {
-                        stale = entry.value.as_ref().ok().cloned();
+                        stale = entry.value.ok();
                     }
                 }
             }

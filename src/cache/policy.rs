@@ -149,6 +149,18 @@ pub(crate) fn refresh_early(
     scale * -u.ln() >= left
 }
 
+/// How long before its expiry a value computed in `delta` can first be
+/// refreshed early: before that, [`refresh_early`] is certain to say no
+/// (`None`: it never says yes). A store keeps the instant with the entry,
+/// so that most hits decide with one comparison.
+pub(crate) fn early_window(delta: Duration, beta: f64, early_refresh: bool) -> Option<Duration> {
+    let scale = delta.as_secs_f64() * beta;
+    if !early_refresh || scale == 0.0 {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(45.0 * scale).unwrap_or(Duration::MAX))
+}
+
 /// The longest life, window or wait a store accepts: lives are added to
 /// the clock (and sent to Redis as milliseconds), so they are kept far from
 /// either's overflow.
