@@ -14,7 +14,16 @@
 //!   never finishes, waiting, and leaving while ten newer callers wait —
 //!   after 1 000 and after 100 000 such callers on the same call;
 //! - `coalesce/new_key_<n>`: a call for a new key (join, poll, finish) while
-//!   1 000 or 100 000 other keys are in flight.
+//!   1 000, 100 000 or 1 000 000 other keys are in flight;
+//! - `cache/hit_<n>` and `cache/miss_<n>`: a hit on one of `n` stored keys
+//!   (visited in a scattered order), and a miss that loads a new key into a
+//!   full store of `n` (evicting one), at 1 000, 100 000 and 1 000 000;
+//!   beside them the same on a bare moka `sync::Cache` (`moka_get_<n>`,
+//!   `moka_insert_<n>`), the anchor at each size;
+//! - memory (`target/scale_memory.json`): bytes allocated per stored entry
+//!   of a `MemoryStore` and of a bare moka cache of the same values, and per
+//!   key in flight in a coalescing table, measured with a counting
+//!   allocator.
 //!
 //! ```text
 //! cargo bench --bench scale
@@ -26,13 +35,188 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput};
+use dephase::BoxError;
 use dephase::breaker::{Breaker, KeyedBreaker};
+use dephase::cache::{CacheLayer, MemoryStore, TtlJitter};
 use dephase::coalesce::CoalesceLayer;
 use tokio_test::task::Spawn;
 use tower::{Layer, Service};
 
 #[path = "support/mod.rs"]
 mod support;
+
+/// Counts the bytes allocated and not yet freed, to measure memory per
+/// entry.
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged; the
+// counter is only arithmetic on the sizes.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as the caller promised for `layout`.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: as the caller promised for `ptr` and `layout`.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live_bytes() -> isize {
+    LIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The `i`-th key of a scattered walk over `0..n` (an odd multiplier
+/// modulo `n` visits keys far apart, as a real key mix does).
+fn scattered(i: u64, n: u64) -> u64 {
+    i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % n
+}
+
+/// A store of `n` entries, filled with keys `0..n`, and a cache over it
+/// whose loads answer at once.
+fn filled_cache(
+    n: u64,
+) -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone {
+    let store = MemoryStore::builder(n)
+        .ttl(Duration::from_secs(3600))
+        .ttl_jitter(TtlJitter::None)
+        .build()
+        .unwrap();
+    let mut cache =
+        CacheLayer::new(store, |k: &u64| Some(*k)).layer(tower::service_fn(|k: u64| {
+            std::future::ready(Ok::<u64, BoxError>(k))
+        }));
+    for k in 0..n {
+        support::now(cache.call(k)).unwrap();
+    }
+    cache
+}
+
+fn cache(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let mut group = c.benchmark_group("cache");
+    group.throughput(Throughput::Elements(1));
+    for n in [1_000u64, 100_000, 1_000_000] {
+        let mut ours = filled_cache(n);
+        let mut i = 0u64;
+        group.bench_function(format!("hit_{n}"), |b| {
+            b.iter(|| {
+                i += 1;
+                support::now(ours.call(scattered(i, n))).unwrap()
+            })
+        });
+        let mut next = n;
+        group.bench_function(format!("miss_{n}"), |b| {
+            b.iter(|| {
+                next += 1;
+                support::now(ours.call(next)).unwrap()
+            })
+        });
+        drop(ours);
+        let moka: moka::sync::Cache<u64, u64> = moka::sync::Cache::new(n);
+        for k in 0..n {
+            moka.insert(k, k);
+        }
+        group.bench_function(format!("moka_get_{n}"), |b| {
+            b.iter(|| {
+                i += 1;
+                black_box(moka.get(&scattered(i, n)))
+            })
+        });
+        let mut next = n;
+        group.bench_function(format!("moka_insert_{n}"), |b| {
+            b.iter(|| {
+                next += 1;
+                moka.insert(next, next)
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Bytes per stored entry (ours and moka's, `u64` keys and values) and
+/// per key in flight, at 100 000 of each.
+fn memory() {
+    const N: u64 = 100_000;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let settle = || std::thread::sleep(Duration::from_millis(50));
+
+    let before = live_bytes();
+    let store = MemoryStore::builder(N)
+        .ttl(Duration::from_secs(3600))
+        .ttl_jitter(TtlJitter::None)
+        .build()
+        .unwrap();
+    let mut cache =
+        CacheLayer::new(store.clone(), |k: &u64| Some(*k)).layer(tower::service_fn(|k: u64| {
+            std::future::ready(Ok::<u64, BoxError>(k))
+        }));
+    for k in 0..N {
+        support::now(cache.call(k)).unwrap();
+    }
+    assert_eq!(store.len(), N);
+    settle();
+    let ours = (live_bytes() - before) as f64 / N as f64;
+    drop((cache, store));
+
+    let before = live_bytes();
+    let moka: moka::sync::Cache<u64, u64> = moka::sync::Cache::new(N);
+    for k in 0..N {
+        moka.insert(k, k);
+    }
+    moka.run_pending_tasks();
+    assert_eq!(moka.entry_count(), N);
+    settle();
+    let theirs = (live_bytes() - before) as f64 / N as f64;
+    drop(moka);
+
+    let before = live_bytes();
+    let mut hung_keys = CoalesceLayer::new(|k: &u64| Some(*k)).layer(hung());
+    let held: Vec<_> = (0..N)
+        .map(|k| {
+            let mut call = tokio_test::task::spawn(Service::call(&mut hung_keys, k));
+            assert!(call.poll().is_pending());
+            call
+        })
+        .collect();
+    let future_bytes = std::mem::size_of_val(&held[0]);
+    let in_flight = (live_bytes() - before) as f64 / N as f64 - future_bytes as f64;
+    assert_eq!(hung_keys.coalescer().in_flight(), N as usize);
+    drop(held);
+
+    println!(
+        "\nmemory per entry at {N} entries (u64 keys and values): MemoryStore {ours:.0} B, \
+         moka sync::Cache {theirs:.0} B (ours − moka's: {:.0} B); per key in flight in a \
+         coalescing table: {in_flight:.0} B (besides the caller's own {future_bytes}-byte future)",
+        ours - theirs
+    );
+    let path = support::target_dir().join("scale_memory.json");
+    let json = serde_json::json!({
+        "entries": N,
+        "memory_store_bytes_per_entry": ours,
+        "moka_bytes_per_entry": theirs,
+        "difference": ours - theirs,
+        "coalesce_bytes_per_key_in_flight": in_flight,
+    });
+    std::fs::write(&path, json.to_string()).expect("write the memory figures");
+    println!("wrote {}", path.display());
+}
 
 fn keyed_breaker(c: &mut Criterion) {
     let mut group = c.benchmark_group("keyed_breaker");
@@ -123,7 +307,7 @@ fn coalesce_keys(c: &mut Criterion) {
     let _entered = runtime.enter();
     let mut group = c.benchmark_group("coalesce");
     group.throughput(Throughput::Elements(1));
-    for in_flight in [1_000u64, 100_000] {
+    for in_flight in [1_000u64, 100_000, 1_000_000] {
         let mut hung_keys =
             CoalesceLayer::new(|k: &u64| Some(*k)).layer(tower::service_fn(|k: u64| async move {
                 if k < 1 << 40 {
@@ -162,7 +346,9 @@ fn main() {
     keyed_breaker(&mut c);
     flight(&mut c);
     coalesce_keys(&mut c);
+    cache(&mut c);
     c.final_summary();
+    memory();
     support::report(
         "scale.json",
         &[
@@ -195,6 +381,57 @@ fn main() {
                 "new_key_100000",
                 "new_key_1000",
                 "the same with 1 000 in flight",
+            ),
+            (
+                "coalesce",
+                "new_key_1000000",
+                "new_key_1000",
+                "the same with 1 000 in flight",
+            ),
+            ("cache", "hit_100000", "hit_1000", "the same at 1 000 keys"),
+            ("cache", "hit_1000000", "hit_1000", "the same at 1 000 keys"),
+            (
+                "cache",
+                "moka_get_1000000",
+                "moka_get_1000",
+                "the same at 1 000 keys",
+            ),
+            ("cache", "hit_1000", "moka_get_1000", "moka get, 1 000 keys"),
+            (
+                "cache",
+                "hit_1000000",
+                "moka_get_1000000",
+                "moka get, 1 000 000 keys",
+            ),
+            (
+                "cache",
+                "miss_100000",
+                "miss_1000",
+                "the same at 1 000 keys",
+            ),
+            (
+                "cache",
+                "miss_1000000",
+                "miss_1000",
+                "the same at 1 000 keys",
+            ),
+            (
+                "cache",
+                "moka_insert_1000000",
+                "moka_insert_1000",
+                "the same at 1 000 keys",
+            ),
+            (
+                "cache",
+                "miss_1000",
+                "moka_insert_1000",
+                "moka insert, 1 000 keys",
+            ),
+            (
+                "cache",
+                "miss_1000000",
+                "moka_insert_1000000",
+                "moka insert, 1 000 000 keys",
             ),
         ],
     );

@@ -23,7 +23,8 @@ impl Count {
     }
 }
 
-const STRIPES: usize = 8;
+/// Stripes per striped counter (and lanes per shared breaker).
+pub(crate) const STRIPES: usize = 8;
 
 /// One cache line per stripe (128 bytes: adjacent-line prefetching pairs
 /// 64-byte lines on x86).
@@ -35,7 +36,8 @@ struct Line(AtomicU64);
 #[derive(Debug, Default)]
 pub(crate) struct Striped([Line; STRIPES]);
 
-fn stripe() -> usize {
+/// This thread's stripe, `0..STRIPES` (threads take them in turn).
+pub(crate) fn stripe() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         // Const-initialised and without a destructor: no lazy

@@ -633,3 +633,34 @@ fn bad_settings_name_their_field() {
     }
     assert!(b().failure_rate(1.0).build().is_ok());
 }
+
+/// The accuracy the closed path trades for never reading the clock on a
+/// success (documented in `breaker`'s module docs): successes are placed in
+/// the window sixteen at a time per thread, so up to fifteen made long ago
+/// still count at the next failure — and no more than fifteen.
+#[tokio::test(start_paused = true)]
+async fn at_most_fifteen_successes_per_thread_outlive_the_window() {
+    let breaker = |successes: usize| {
+        let breaker = Breaker::builder()
+            .failure_rate(0.05)
+            .minimum_calls(16)
+            .window(Duration::from_secs(10))
+            .buckets(10)
+            .build()
+            .unwrap();
+        for _ in 0..successes {
+            record(&breaker, Outcome::Success);
+        }
+        breaker
+    };
+    let (fifteen, sixteen) = (breaker(15), breaker(16));
+    tokio::time::advance(Duration::from_secs(60)).await; // far past the window
+    // Fifteen unplaced successes are placed with the failure: 16 calls in
+    // the window, 1 failure (6.25% ≥ 5%): open.
+    record(&fifteen, FAIL);
+    assert_eq!(fifteen.state(), State::Open);
+    // The sixteenth placed all sixteen in their own bucket, long expired:
+    // 1 call, under the minimum of 16: closed.
+    record(&sixteen, FAIL);
+    assert_eq!(sixteen.state(), State::Closed);
+}

@@ -176,7 +176,7 @@ fn contenders() -> Vec<(&'static str, Contender)> {
 
 fn closed_path(c: &mut Criterion) {
     let contenders = contenders();
-    for threads in [1usize, 2] {
+    for threads in [1usize, 2, 4] {
         let mut group = c.benchmark_group(format!("breaker_closed_path_{threads}_threads"));
         group.throughput(Throughput::Elements(1));
         for (name, make) in &contenders {
@@ -214,7 +214,7 @@ criterion_group! {
 /// (group, ours, peer, peer's name) for the ratio report.
 pub fn ratios() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
     let mut pairs = Vec::new();
-    for threads in ["1", "2"] {
+    for threads in ["1", "2", "4"] {
         let group: &'static str =
             Box::leak(format!("breaker_closed_path_{threads}_threads").into_boxed_str());
         pairs.push((
@@ -237,6 +237,32 @@ pub fn ratios() -> Vec<(&'static str, &'static str, &'static str, &'static str)>
             "recloser",
             "recloser call (closure)",
         ));
+    }
+    // How each path scales: its cost per call on 2 and 4 threads against 1
+    // (an empty group: each name is a whole `group/function`).
+    for (ours, one) in [
+        (
+            "breaker_closed_path_2_threads/dephase",
+            "breaker_closed_path_1_threads/dephase",
+        ),
+        (
+            "breaker_closed_path_4_threads/dephase",
+            "breaker_closed_path_1_threads/dephase",
+        ),
+        (
+            "breaker_closed_path_2_threads/dephase_permit",
+            "breaker_closed_path_1_threads/dephase_permit",
+        ),
+        (
+            "breaker_closed_path_2_threads/dephase_call",
+            "breaker_closed_path_1_threads/dephase_call",
+        ),
+        (
+            "breaker_closed_path_4_threads/bare",
+            "breaker_closed_path_1_threads/bare",
+        ),
+    ] {
+        pairs.push(("", ours, one, "the same on 1 thread"));
     }
     pairs
 }

@@ -7,7 +7,8 @@
 //! - `retry`: the success path against tower's `Retry` + `TpsBudget` and
 //!   tower-resilience's retry; budget operations against tower's budget;
 //! - `breaker`: the closed path against tower-resilience, recloser and
-//!   failsafe, on 1 and 2 threads;
+//!   failsafe, on 1, 2 and 4 threads (4 threads on a 2-core machine share
+//!   the cores: compare with the bare call at 4 threads);
 //! - `stampede`: 10 000 waiters on one key (time, and polls per waiter in
 //!   `target/stampede_polls.json`) against tower-resilience-coalesce, moka's
 //!   `get_with` and async_singleflight; the uncontended path; a cache hit

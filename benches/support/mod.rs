@@ -31,7 +31,8 @@ pub fn mean_ns(group: &str, function: &str) -> Option<f64> {
 }
 
 /// Prints `ours / peer` for each (bench, ours, peer) and appends JSON lines
-/// `{"bench","ours_ns","peer","peer_ns","ratio"}` to `target/<file>`.
+/// `{"bench","ours_ns","peer","peer_ns","ratio"}` to `target/<file>`. With
+/// an empty group, `ours` and `peer` are whole `group/function` names.
 pub fn report(file: &str, pairs: &[(&str, &str, &str, &str)]) {
     let path = target_dir().join(file);
     let mut out = std::fs::File::create(&path).expect("create the ratio file");
@@ -44,7 +45,10 @@ pub fn report(file: &str, pairs: &[(&str, &str, &str, &str)]) {
             println!("{group}: no estimate (filtered out?)");
             continue;
         };
-        let bench = format!("{group}/{ours}");
+        let bench = match *group {
+            "" => ours.to_string(),
+            _ => format!("{group}/{ours}"),
+        };
         println!(
             "{bench:<44} {a:>10.1} {b:>10.1}  {peer_name:<28} {:>7.2}",
             a / b

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::handle::Breaker;
+use super::handle::{Breaker, Lanes};
 use super::state::{BreakerEvent, Config, Core, HalfOpen, Listener, MAX_PROBES, PER_MILLION, Trip};
 use crate::backoff::{ExponentialBackoff, Jitter};
 use crate::error::{ConfigError, check_f64};
@@ -181,6 +181,7 @@ impl BreakerBuilder {
     pub fn build(self) -> Result<Breaker, ConfigError> {
         Ok(Breaker {
             core: Arc::new(Core::new(self.config()?, true)),
+            lanes: (!cfg!(dephase_loom)).then(|| Arc::new(Lanes::new())),
         })
     }
 

@@ -3,18 +3,45 @@
 //! ([`acquire`](Breaker::acquire), [`call`](Breaker::call)).
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::builder::BreakerBuilder;
 use super::error::Rejected;
 use super::state::{self, BreakerStats, Core, Permit, State};
 use crate::classify::{Classify, RetryErrors};
+use crate::tally::{STRIPES, stripe};
 
 /// A circuit breaker's shared state. Cheap to clone; clones are the same breaker.
 #[derive(Clone)]
 pub struct Breaker {
     pub(super) core: Arc<Core>,
+    /// For a breaker many threads share: the handles its permits hold,
+    /// one per thread stripe (see [`Lanes`]); `None` for a keyed breaker's.
+    pub(super) lanes: Option<Arc<Lanes>>,
+}
+
+/// Handles on one [`Core`], one per thread stripe, each its own allocation
+/// on its own cache line. A permit must keep the breaker alive while its
+/// call runs, so it holds a counted reference; were that the core's own
+/// `Arc`, every call on every thread would write the one cache line of its
+/// count. A permit holds its thread's lane instead.
+pub(super) struct Lanes([OnceLock<Arc<Lane>>; STRIPES]);
+
+/// One stripe's handle on the core.
+#[repr(align(128))]
+pub(super) struct Lane(pub(super) Arc<Core>);
+
+impl Lanes {
+    pub(super) fn new() -> Lanes {
+        Lanes(std::array::from_fn(|_| OnceLock::new()))
+    }
+
+    /// This thread's lane on `core`.
+    #[inline]
+    fn mine(&self, core: &Arc<Core>) -> Arc<Lane> {
+        Arc::clone(self.0[stripe()].get_or_init(|| Arc::new(Lane(Arc::clone(core)))))
+    }
 }
 
 impl Breaker {
@@ -53,9 +80,11 @@ impl Breaker {
     /// all its probes out.
     #[inline]
     pub fn acquire(&self) -> Result<Permit, Rejected> {
-        self.core
-            .admit()
-            .map(|ticket| Permit::new(&self.core, ticket))
+        let ticket = self.core.admit()?;
+        Ok(match &self.lanes {
+            Some(lanes) => Permit::on_lane(lanes.mine(&self.core), ticket),
+            None => Permit::new(&self.core, ticket),
+        })
     }
 
     /// Runs `f` through the breaker, for synchronous code: `Ok` with `f`'s

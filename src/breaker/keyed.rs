@@ -159,6 +159,7 @@ impl<K: Hash + Eq + Clone> KeyedBreaker<K> {
         }
         let breaker = Breaker {
             core: Arc::new(super::state::Core::new(shared.config.clone(), false)),
+            lanes: None,
         };
         let place = set.entries.len();
         set.index.insert(key.clone(), place);

@@ -38,11 +38,16 @@
 //! [`guard`](crate::guard) engine's, with a [`Breaker`] (or a [`PerKey`])
 //! admitting the calls. The closed path is one atomic load to
 //! admit and, for a success, one atomic add to record: no lock, no
-//! allocation, and no clock read. Successes are placed in the window's time
-//! buckets sixteen at a time (or at the next failure), in the bucket of that
-//! moment: at most fifteen successes count from a later bucket than the one
-//! they happened in, which matters only when calls are sparser than sixteen
-//! per bucket.
+//! allocation, and no clock read. A [`Breaker`] counts successes per thread
+//! (in one of eight stripes, each on a cache line of its own), so that
+//! threads sharing a breaker do not write one cache line on every call; a
+//! [`KeyedBreaker`]'s breakers, each lightly used, keep one counter.
+//! Successes are placed in the window's time buckets sixteen at a time per
+//! stripe (or all of them at the next failure), in the bucket of that
+//! moment: at most fifteen successes per stripe — 120 in all — count from a
+//! later bucket than the one they happened in, which matters only when
+//! calls are sparser than that per bucket; the failure rate at a failure
+//! always counts every success made before it.
 //!
 //! ```
 //! use std::time::Duration;

@@ -6,8 +6,9 @@
 //! every transition are a compare-and-swap on it, so exactly `K` probes get
 //! in however many callers race. The closed path never writes it: a call
 //! in the closed state is one load to admit; to record, a success is one
-//! atomic add (successes are placed in the time window in batches, see the
-//! module docs, so most never read the clock), a failure a clock read, two
+//! atomic add on its thread's stripe (successes are placed in the time
+//! window in batches, see the module docs, so most never read the clock),
+//! a failure a clock read, two
 //! atomic adds and a sum of the window. Transitions into the open state
 //! (rare) draw their jittered open time under a short lock.
 
@@ -21,6 +22,7 @@ use std::time::Duration;
 use tracing::{Level, Span};
 
 use super::error::Rejected;
+use super::handle::Lane;
 use crate::backoff::{ExponentialBackoff, Sequence};
 use crate::classify::Outcome;
 use crate::clock::Clock;
@@ -825,16 +827,44 @@ impl Ticket {
 /// A permit dropped without an outcome (the caller went away) books
 /// nothing, and a half-open probe's place is given back for another caller.
 pub struct Permit {
-    core: Arc<Core>,
+    core: Held,
     ticket: Ticket,
     recorded: bool,
+}
+
+/// What keeps a permit's breaker alive: the core itself, or a lane on it
+/// (see `handle::Lanes`).
+enum Held {
+    Core(Arc<Core>),
+    Lane(Arc<Lane>),
+}
+
+impl std::ops::Deref for Held {
+    type Target = Core;
+
+    #[inline]
+    fn deref(&self) -> &Core {
+        match self {
+            Held::Core(core) => core,
+            Held::Lane(lane) => &lane.0,
+        }
+    }
 }
 
 impl Permit {
     #[inline]
     pub(super) fn new(core: &Arc<Core>, ticket: Ticket) -> Permit {
         Permit {
-            core: Arc::clone(core),
+            core: Held::Core(Arc::clone(core)),
+            ticket,
+            recorded: false,
+        }
+    }
+
+    #[inline]
+    pub(super) fn on_lane(lane: Arc<Lane>, ticket: Ticket) -> Permit {
+        Permit {
+            core: Held::Lane(lane),
             ticket,
             recorded: false,
         }

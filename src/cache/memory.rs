@@ -425,10 +425,7 @@ where
                         } else {
                             CacheResult::Hit
                         };
-                    return Looked::now(
-                        answer(entry.value),
-                        Served::hit(result, Some(expires_in)),
-                    );
+                    return Looked::now(answer(entry.value), Served::hit(result, Some(expires_in)));
                 }
                 Verdict::Stale => {
                     shared.counts.stale.add();
