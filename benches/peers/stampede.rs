@@ -252,15 +252,10 @@ fn uncontended(c: &mut Criterion) {
     group.finish();
 }
 
-fn cache_hit(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let _guard = runtime.enter();
-    let mut group = c.benchmark_group("cache_hit");
-    group.throughput(Throughput::Elements(1));
-
+/// A cache holding keys `0..100` (each a hit from now on).
+fn hundred_hits(
+    runtime: &tokio::runtime::Runtime,
+) -> impl Service<u32, Response = u64, Error = BoxError, Future: Unpin> {
     let store = MemoryStore::builder(10_000)
         .ttl(Duration::from_secs(3600))
         .ttl_jitter(TtlJitter::None)
@@ -273,6 +268,19 @@ fn cache_hit(c: &mut Criterion) {
             ours.ready().await.unwrap().call(k).await.unwrap();
         }
     });
+    ours
+}
+
+fn cache_hit(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let mut group = c.benchmark_group("cache_hit");
+    group.throughput(Throughput::Elements(1));
+
+    let mut ours = hundred_hits(&runtime);
     group.bench_function("dephase", |b| {
         let mut k = 0u32;
         b.iter(|| {
@@ -357,18 +365,7 @@ pub fn paired() -> Vec<serde_json::Value> {
         .build()
         .unwrap();
     let _guard = runtime.enter();
-    let store = MemoryStore::builder(10_000)
-        .ttl(Duration::from_secs(3600))
-        .ttl_jitter(TtlJitter::None)
-        .build()
-        .unwrap();
-    let inner = tower::service_fn(|k: u32| std::future::ready(Ok::<u64, BoxError>(u64::from(k))));
-    let mut ours = CacheLayer::new(store, |k: &u32| Some(*k)).layer(inner);
-    runtime.block_on(async {
-        for k in 0..100 {
-            ours.ready().await.unwrap().call(k).await.unwrap();
-        }
-    });
+    let mut ours = hundred_hits(&runtime);
     let sync: moka::sync::Cache<u32, u64> = moka::sync::Cache::new(10_000);
     for k in 0..100u32 {
         sync.insert(k, u64::from(k));
