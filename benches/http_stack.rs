@@ -124,6 +124,9 @@ fn http_stack(c: &mut Criterion) {
         address
     });
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    // The layers are built as a server's are, in a multi-thread runtime.
+    let server = support::server_runtime();
+    let built_in = server.enter();
     // Bounded and full after the first thousand requests: a miss inserts
     // and evicts, as in a cache in steady state.
     let store = MemoryStore::builder(1_000)
@@ -149,6 +152,7 @@ fn http_stack(c: &mut Criterion) {
             CoalesceLayer::new(RequestKey::new().into_fn()),
         ))
         .service(client.clone());
+    drop(built_in);
 
     let next = AtomicU64::new(0);
     // For a profiler: `HTTP_STACK_PROFILE=bare|miss|without_cache` runs only
@@ -315,11 +319,14 @@ fn span_tagging(c: &mut Criterion) {
         .build()
         .unwrap();
     let _enter = runtime.enter();
+    let server = support::server_runtime();
+    let built_in = server.enter();
     let store = MemoryStore::builder(100)
         .ttl(Duration::from_secs(3600))
         .early_refresh(false)
         .build()
         .unwrap();
+    drop(built_in);
     let cache =
         CacheLayer::new(store, |k: &u32| Some(*k)).layer(tower::service_fn(|k: u32| async move {
             Ok::<_, BoxError>(k)

@@ -85,11 +85,15 @@ fn scattered(i: u64, n: u64) -> u64 {
 fn filled_cache(
     n: u64,
 ) -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone {
-    let store = MemoryStore::builder(n)
-        .ttl(Duration::from_secs(3600))
-        .ttl_jitter(TtlJitter::None)
-        .build()
-        .unwrap();
+    let server = support::server_runtime();
+    let store = {
+        let _built_in = server.enter();
+        MemoryStore::builder(n)
+            .ttl(Duration::from_secs(3600))
+            .ttl_jitter(TtlJitter::None)
+            .build()
+            .unwrap()
+    };
     let mut cache =
         CacheLayer::new(store, |k: &u64| Some(*k)).layer(tower::service_fn(|k: u64| {
             std::future::ready(Ok::<u64, BoxError>(k))
@@ -158,11 +162,15 @@ fn memory() {
     let settle = || std::thread::sleep(Duration::from_millis(50));
 
     let before = live_bytes();
-    let store = MemoryStore::builder(N)
-        .ttl(Duration::from_secs(3600))
-        .ttl_jitter(TtlJitter::None)
-        .build()
-        .unwrap();
+    let server = support::server_runtime();
+    let store = {
+        let _built_in = server.enter();
+        MemoryStore::builder(N)
+            .ttl(Duration::from_secs(3600))
+            .ttl_jitter(TtlJitter::None)
+            .build()
+            .unwrap()
+    };
     let mut cache =
         CacheLayer::new(store.clone(), |k: &u64| Some(*k)).layer(tower::service_fn(|k: u64| {
             std::future::ready(Ok::<u64, BoxError>(k))

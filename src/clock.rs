@@ -12,14 +12,18 @@
 //! time by up to a step (a little more when a tick comes late).
 //!
 //! A [`Clock`] is made for a precision: it is coarse only when the step is
-//! at most a tenth of it (a window's slot width, a cache's shortest life),
-//! so the accuracy traded is bounded by a tenth of what it measures; else,
-//! and on other platforms, it reads tokio's clock as before.
+//! at most a tenth of it (a window's slot width, a cache's shortest life or
+//! stale window), so the accuracy traded is bounded by a tenth of what it
+//! measures; else, and on other platforms, it reads tokio's clock as
+//! before.
 //!
-//! Tests keep tokio's paused clock: a `Clock` made while tokio's clock is
-//! paused (a `start_paused` runtime, or after `tokio::time::pause`) — or
-//! has been moved by a pause — reads tokio's clock on every call, exactly.
-//! So does every `Clock` of the loom models.
+//! And it is coarse only when it is made inside a multi-thread tokio
+//! runtime, whose clock cannot be paused (`tokio::time::pause` and
+//! `start_paused` need a current-thread runtime). Made anywhere else — in a
+//! current-thread runtime (every `#[tokio::test]` by default, which may
+//! pause time before or after the layer is built), or outside any runtime
+//! — it reads tokio's clock on every call, so tests with paused time stay
+//! exact. So does every `Clock` of the loom models.
 
 use std::time::Duration;
 
@@ -52,10 +56,11 @@ struct Coarse {
 
 impl Clock {
     /// A clock starting now, reading coarsely if the coarse clock's step
-    /// is at most a tenth of `precision` (and tokio's clock is not paused).
+    /// is at most a tenth of `precision` and it is made in a multi-thread
+    /// runtime (see the module docs).
     pub(crate) fn new(precision: Duration) -> Clock {
         let usable = coarse::step().is_some_and(|step| step.saturating_mul(10) <= precision)
-            && !tokio_paused(Instant::now());
+            && unpausable_runtime();
         // The start, then the two clocks at once: the coarse reading is
         // never ahead of tokio's (see `now`).
         let start = Instant::now();
@@ -106,18 +111,10 @@ impl Clock {
     }
 }
 
-/// Whether tokio's clock, read as `read`, is paused or has been: it stands
-/// still (a second read is the same to the nanosecond), or it is more
-/// than a millisecond away from the system's monotonic clock. A false "yes"
-/// (a platform whose clock does not move between two reads, a preemption
-/// between them) only costs an exact read per call.
-fn tokio_paused(read: Instant) -> bool {
-    let again = Instant::now();
-    let system = std::time::Instant::now();
-    let read = read.into_std();
-    again.into_std() == read
-        || read > system
-        || system.saturating_duration_since(read) > Duration::from_millis(1)
+/// Whether this is a multi-thread runtime, whose clock cannot be paused.
+fn unpausable_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|handle| handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 #[cfg(all(any(target_os = "linux", target_os = "android"), not(dephase_loom)))]
@@ -186,11 +183,31 @@ mod tests {
         assert_eq!(clock.now(), clock.start + Duration::from_millis(1500));
     }
 
+    /// A multi-thread runtime to make coarse clocks in.
+    fn multi_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap()
+    }
+
     #[test]
-    fn a_clock_is_coarse_only_where_its_step_is_a_tenth_of_the_precision() {
+    fn a_clock_is_coarse_only_in_a_multi_thread_runtime_where_its_step_is_a_tenth_of_the_precision()
+    {
         let Some(step) = coarse::step() else {
             return; // no coarse clock on this platform: every clock is exact
         };
+        assert!(Clock::new(step * 10).coarse.is_none(), "outside a runtime");
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _entered = current.enter();
+        assert!(
+            Clock::new(step * 10).coarse.is_none(),
+            "in a current-thread runtime"
+        );
+        let multi = multi_thread();
+        let _entered = multi.enter();
         assert!(Clock::new(step * 10).coarse.is_some());
         assert!(
             Clock::new(step * 10 - Duration::from_nanos(1))
@@ -199,12 +216,26 @@ mod tests {
         );
     }
 
+    /// Paused time can begin after a layer is built (in the same
+    /// current-thread runtime): its clock follows it.
+    #[tokio::test]
+    async fn a_clock_made_before_a_pause_follows_it() {
+        let clock = Clock::new(Duration::from_secs(10));
+        tokio::time::pause();
+        let before = clock.elapsed_nanos();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(clock.elapsed_nanos() - before, 5_000_000_000);
+    }
+
     #[test]
     fn a_coarse_clock_is_never_ahead_and_behind_by_at_most_a_step() {
         let Some(step) = coarse::step() else {
             return;
         };
+        let multi = multi_thread();
+        let _entered = multi.enter();
         let clock = Clock::new(Duration::from_secs(10));
+        assert!(clock.coarse.is_some());
         // Until the coarse clock has moved three steps (bounded: no fixed sleep).
         let started = std::time::Instant::now();
         while clock.elapsed_nanos() < 3 * nanos(step) {

@@ -1,4 +1,4 @@
-//! A trailing time window of counters, kept in slots on tokio's clock.
+//! A trailing time window of counters, kept in slots on a [`Clock`].
 //!
 //! The ratio budget, the circuit breaker and the adaptive throttle all ask
 //! "how many of X in the last T?". Each keeps a [`Window`]: `n` slots of
@@ -6,12 +6,13 @@
 //! the window was made). Moving to a new generation clears the slots it
 //! reuses, so an entry counts for between `T − T/n` and `T`.
 //!
-//! Every operation is a read of a [`Clock`] and a few atomic operations;
-//! no locks. The clock is coarse where its step is at most a tenth of a
-//! slot (tokio's clock when it is paused, so tests with paused time move
-//! the window): an entry made within a step after a slot boundary may be
-//! counted in the slot before, and so expire up to a step (at most a tenth
-//! of a slot) early. A slot is a `u64`
+//! Every operation is a read of the clock and a few atomic operations; no
+//! locks. The clock is tokio's (so tests with paused time move the
+//! window), read coarsely when the window is made in a multi-thread
+//! runtime and the coarse clock's step is at most a tenth of a slot (see
+//! `crate::clock`): an entry made within a step after a slot boundary may
+//! then be counted in the slot before, and so expire up to a step (at most
+//! a tenth of a slot) early. A slot is a `u64`
 //! that callers use either as one signed counter ([`Window::add`] with a
 //! negative amount, [`Window::sum_signed`]) or as two 32-bit counters packed
 //! together ([`pair`], [`Window::sum_pairs`]).

@@ -454,3 +454,21 @@ proptest! {
         })?;
     }
 }
+
+/// A budget built before time is paused (in the same current-thread
+/// runtime) follows the paused clock: deposits expire after the ttl.
+#[tokio::test]
+async fn a_budget_built_before_a_pause_follows_paused_time() {
+    let budget = RatioBudget::builder()
+        .min_per_sec(0)
+        .ratio(1.0)
+        .build()
+        .unwrap();
+    tokio::time::pause();
+    for _ in 0..5 {
+        budget.deposit();
+    }
+    assert_eq!(budget.balance(), 5.0);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(budget.balance(), 0.0, "the deposits expired with the window");
+}

@@ -402,3 +402,65 @@ async fn callers_that_go_away_leave_nothing_behind() {
     assert_eq!(get(&svc, 1).await.unwrap(), "key 1, call 2");
     assert!(store.len() == 1);
 }
+
+/// A store built before time is paused (in the same current-thread
+/// runtime) follows the paused clock: its clock is coarse only when made in
+/// a multi-thread runtime, whose time cannot be paused.
+#[tokio::test]
+async fn a_store_built_before_a_pause_follows_paused_time() {
+    let origin = Origin::new(Duration::ZERO);
+    let store = MemoryStore::builder(10)
+        .ttl(S)
+        .ttl_jitter(TtlJitter::None)
+        .early_refresh(false)
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(store, |k: &u32| Some(*k)))
+        .service(origin.service());
+    tokio::time::pause();
+    assert_eq!(get(&svc, 1).await.unwrap(), "key 1, call 1");
+    tokio::time::advance(5 * S).await;
+    assert_eq!(get(&svc, 1).await.unwrap(), "key 1, call 2", "expired");
+}
+
+/// The accuracy a coarse clock trades, at its bound: a store made in a
+/// multi-thread runtime (on Linux, reading the kernel's coarse clock when
+/// its step is at most a tenth of the TTL) serves a value past its expiry
+/// by at most about a step — here, checked at two tenths of the TTL past
+/// it, plus a millisecond. Real time: the coarse clock is never used when
+/// time can be paused.
+#[test]
+fn a_coarse_store_serves_a_value_at_most_about_a_step_past_its_expiry() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ttl = 100 * MS;
+    let store = runtime.block_on(async {
+        MemoryStore::builder(10)
+            .ttl(ttl)
+            .ttl_jitter(TtlJitter::None)
+            .early_refresh(false)
+            .build()
+            .unwrap()
+    });
+    let origin = Origin::new(Duration::ZERO);
+    let svc = ServiceBuilder::new()
+        .layer(CacheLayer::new(store, |k: &u32| Some(*k)))
+        .service(origin.service());
+    runtime.block_on(async {
+        let loaded = std::time::Instant::now();
+        assert_eq!(get(&svc, 1).await.unwrap(), "key 1, call 1");
+        // Wait (without a timer: the point is the clock) until the bound.
+        while loaded.elapsed() < ttl + ttl / 5 + MS {
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            get(&svc, 1).await.unwrap(),
+            "key 1, call 2",
+            "served more than two tenths of its TTL past its expiry"
+        );
+    });
+}

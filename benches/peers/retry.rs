@@ -104,6 +104,8 @@ fn bench_service<S>(
 }
 
 fn success_path(c: &mut Criterion) {
+    let server = support::server_runtime();
+    let _built_in = server.enter();
     let mut group = c.benchmark_group("retry_success_path");
     group.throughput(Throughput::Elements(1));
 
@@ -146,6 +148,8 @@ fn success_path(c: &mut Criterion) {
 }
 
 fn budgets(c: &mut Criterion) {
+    let server = support::server_runtime();
+    let _built_in = server.enter();
     let mut group = c.benchmark_group("budget");
     group.throughput(Throughput::Elements(1));
 
@@ -246,6 +250,8 @@ where
 
 /// The same comparisons in paired rounds (see `support::paired`).
 pub fn paired() -> Vec<serde_json::Value> {
+    let server = support::server_runtime();
+    let _built_in = server.enter();
     let policy = RetryPolicy::builder()
         .max_attempts(3)
         .budget(RatioBudget::builder().build().unwrap())

@@ -256,11 +256,15 @@ fn uncontended(c: &mut Criterion) {
 fn hundred_hits(
     runtime: &tokio::runtime::Runtime,
 ) -> impl Service<u32, Response = u64, Error = BoxError, Future: Unpin> {
-    let store = MemoryStore::builder(10_000)
-        .ttl(Duration::from_secs(3600))
-        .ttl_jitter(TtlJitter::None)
-        .build()
-        .unwrap();
+    let server = support::server_runtime();
+    let store = {
+        let _built_in = server.enter();
+        MemoryStore::builder(10_000)
+            .ttl(Duration::from_secs(3600))
+            .ttl_jitter(TtlJitter::None)
+            .build()
+            .unwrap()
+    };
     let inner = tower::service_fn(|k: u32| std::future::ready(Ok::<u64, BoxError>(u64::from(k))));
     let mut ours = CacheLayer::new(store, |k: &u32| Some(*k)).layer(inner);
     runtime.block_on(async {

@@ -171,3 +171,14 @@ pub fn write_paired(file: &str, lines: &[serde_json::Value]) {
     }
     println!("wrote {}", path.display());
 }
+
+/// A multi-thread runtime to build the benchmarked layers in: their clocks
+/// read the kernel's coarse clock only when made in one (a runtime whose
+/// clock cannot be paused), as a server's are. Enter it while building.
+pub fn server_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a multi-thread runtime")
+}

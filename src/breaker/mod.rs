@@ -40,8 +40,12 @@
 //! admit and, for a success, one atomic add to record: no lock, no
 //! allocation, and no clock read. A [`Breaker`] counts successes per thread
 //! (in one of eight stripes, each on a cache line of its own), so that
-//! threads sharing a breaker do not write one cache line on every call; a
-//! [`KeyedBreaker`]'s breakers, each lightly used, keep one counter.
+//! while no failure is in the window threads sharing a breaker write no
+//! common cache line on a success; a [`KeyedBreaker`]'s breakers, each
+//! lightly used, keep one counter. While failures are in the window, each
+//! success is placed in it at once (the failure rate is checked at every
+//! call, as resilience4j does): one add on the window's current bucket,
+//! which the threads share.
 //! Successes are placed in the window's time buckets sixteen at a time per
 //! stripe (or all of them at the next failure), in the bucket of that
 //! moment: at most fifteen successes per stripe — 120 in all — count from a

@@ -544,8 +544,11 @@ impl Core {
                     // the rate checked, at once.
                     let pending = self.pending_successes.add();
                     if self.failures_in_window.load(Ordering::Acquire) {
+                        // Only this thread's stripe: every success places
+                        // its own while failures are in the window (and the
+                        // failure that put them there placed every stripe).
                         let now = window.now();
-                        self.place_pending(window, now);
+                        Self::place(window, now, self.pending_successes.take_mine());
                         let (calls, failures) = window.sum_pairs();
                         if failures == 0 {
                             self.failures_in_window.store(false, Ordering::Release);
@@ -586,7 +589,7 @@ impl Core {
         if slow_call {
             slow.add(now, 1);
         }
-        self.place_pending(window, window.now());
+        Self::place(window, window.now(), self.pending_successes.take_mine());
         let (calls, _) = window.sum_pairs();
         let slow_calls = u64::try_from(slow.sum_signed()).unwrap_or(0);
         if at_least(slow_calls, rate, calls, minimum_calls) {

@@ -51,10 +51,11 @@ const DECIMALS: usize = 12;
 /// No locks, and concurrent callers can never overdraw the budget (a
 /// withdrawal that would is given back). The clock is tokio's (so
 /// paused-time tests move the window), read on Linux from the kernel's
-/// coarse clock when its step is at most a tenth of a slot (`ttl / 16`;
-/// 4 ms on a common kernel, against a slot of 62.5 ms or more): an entry
-/// made within a step after a slot boundary may count in the slot
-/// before, and so expire up to a step early.
+/// coarse clock when the budget is made in a multi-thread runtime (whose
+/// clock cannot be paused) and the coarse clock's step is at most a tenth
+/// of a slot (`ttl / 16`; 4 ms on a common kernel, against a slot of
+/// 62.5 ms or more): an entry made within a step after a slot boundary
+/// may then count in the slot before, and so expire up to a step early.
 ///
 /// The [`balance`](RetryBudget::balance) can be negative for a while:
 /// withdrawals outlive the deposits that paid for them when they were made

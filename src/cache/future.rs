@@ -115,10 +115,9 @@ where
 
 /// Records what the cache did for this request on the current span.
 fn record(served: &Served) {
-    // Nothing is recorded on a span no subscriber keeps (the usual hit),
-    // nor looked for when no subscriber was ever set.
-    let span = tracing::dispatcher::has_been_set().then(Span::current);
-    let span = span.as_ref().filter(|span| !span.is_disabled());
+    // Nothing is recorded on a span no subscriber keeps (the usual hit).
+    let span = Span::current();
+    let span = (!span.is_disabled()).then_some(&span);
     let result = served.result();
     telemetry::count::cache_result(result);
     let expires_in_ms = served.expires_in.map(telemetry::millis);

@@ -138,10 +138,18 @@ where
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_capacity)
             .build();
-        // Freshness is judged to a tenth of the shortest life, at worst.
-        let shortest = freshness
-            .negative_ttl
-            .map_or(freshness.ttl, |n| n.min(freshness.ttl));
+        // Freshness is judged to a tenth of the shortest life or stale
+        // window, at worst.
+        let shortest = [
+            Some(freshness.ttl),
+            freshness.negative_ttl,
+            Some(freshness.stale_while_revalidate).filter(|d| !d.is_zero()),
+            Some(freshness.stale_if_error).filter(|d| !d.is_zero()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(freshness.ttl);
         MemoryStore {
             shared: Arc::new(Shared {
                 entries,

@@ -39,11 +39,13 @@
 //! - [`MemoryStore`]: a [moka](https://docs.rs/moka) cache with a required
 //!   maximum capacity, so memory is bounded; each entry keeps its value,
 //!   `Δ` and its expiry. Freshness is judged on tokio's clock (tests with
-//!   paused time work), which a hit reads coarsely on Linux: the kernel's
-//!   coarse clock when its step (1–10 ms, 4 ms on a common kernel) is at
-//!   most a tenth of the shortest TTL, so a value may be served up to about
-//!   a step past its expiry. A hit is answered inside `call`, without a
-//!   future of its own.
+//!   paused time work), which a store made in a multi-thread runtime reads
+//!   coarsely on Linux: the kernel's coarse clock when its step (1–10 ms,
+//!   4 ms on a common kernel) is at most a tenth of the shortest TTL and
+//!   stale window, so a value may be served up to about a step past its
+//!   expiry or its stale window (a refresh still running is waited for up
+//!   to Δ of the expiry on the same clock). A hit is answered inside
+//!   `call`, without a future of its own.
 //! - `redis::RedisStore` (feature `redis`): values shared by every replica
 //!   through Redis, with leases so that one replica of the fleet refills an
 //!   expired key (see the `redis` module). A near cache is a

@@ -318,4 +318,23 @@ mod tests {
         let share = refreshed / trials as f64;
         assert!((share - (-1.0f64).exp()).abs() < 0.01, "{share}");
     }
+
+    /// The store's fast path (`quiet_until`: no judgement before the early
+    /// window) gives the answer XFetch would: beyond the window even the
+    /// draw most in favour of a refresh (U = 2⁻⁶⁴) says no.
+    #[test]
+    fn no_draw_can_refresh_before_the_early_window() {
+        for (delta_ms, beta) in [(1, 1.0), (50, 1.0), (50, 0.5), (3_000, 2.0), (7, 1e6)] {
+            let delta = Duration::from_millis(delta_ms);
+            let window = early_window(delta, beta, true).unwrap();
+            let just_outside = window + Duration::from_nanos(1);
+            assert!(!refresh_early(just_outside, delta, beta, || 0));
+            // ... and the window is not much wider than it must be: at 44
+            // scales from expiry, the most favourable draw refreshes.
+            let scale = delta.as_secs_f64() * beta;
+            assert!(refresh_early(Duration::from_secs_f64(44.0 * scale), delta, beta, || 0));
+        }
+        assert_eq!(early_window(Duration::from_millis(5), 1.0, false), None);
+        assert_eq!(early_window(Duration::ZERO, 1.0, true), None);
+    }
 }

@@ -42,8 +42,9 @@ pub struct RequestKey {
 /// tables per request (the coalescing table, the cache, its loads), and
 /// hashing a URI byte by byte each time cost more than the lookups. Its
 /// `Hash` writes that 64-bit fingerprint (SipHash-2-4 under a fixed key of
-/// what the method, URI and header values hash as), so it is the same in
-/// every process; equality still compares every part.
+/// what the method, URI and header values hash as: the same in every
+/// process of one architecture and `http` version, as `TtlJitter::PerKey`
+/// needs); equality still compares every part.
 #[derive(Debug, Clone)]
 pub struct HttpKey {
     method: Method,

@@ -37,16 +37,15 @@ pin_project! {
         S: Service<Request<RB>>,
     {
         // Waiting for the shared call; the request's head and a service,
-        // kept in case this caller must make its own call (boxed: rarely
-        // used, and inline they made every request's future larger).
-        Shared { #[pin] future: F, retained: Option<Box<(Parts, S)>> },
+        // kept in case this caller must make its own call.
+        Shared { #[pin] future: F, retained: Option<(Parts, S)> },
         // This caller's own call.
         Own { #[pin] call: SendLater<S, Request<RB>, ()> },
     }
 }
 
 impl<S: Service<Request<RB>>, F, RB> FanoutFuture<S, F, RB> {
-    pub(super) fn new(future: F, retained: Option<Box<(Parts, S)>>) -> Self {
+    pub(super) fn new(future: F, retained: Option<(Parts, S)>) -> Self {
         FanoutFuture {
             state: State::Shared { future, retained },
         }
@@ -73,7 +72,7 @@ where
                         return Poll::Ready(Ok(response));
                     }
                     // Over the limit, and another caller took the stream.
-                    let Some((parts, service)) = retained.take().map(|kept| *kept) else {
+                    let Some((parts, service)) = retained.take() else {
                         return Poll::Ready(Err(NotShared::new().into()));
                     };
                     let request = Request::from_parts(parts, RB::default());

@@ -59,7 +59,7 @@ where
         // A bodiless request can be rebuilt if its caller must make its own call.
         let retained = body
             .is_end_stream()
-            .then(|| Box::new((parts.clone(), self.inner.clone())));
+            .then(|| (parts.clone(), self.inner.clone()));
         // The readied instance takes this call and is then dropped: a hit or
         // a coalesced follower does not call the service below, and what its
         // readiness reserved there (a `ConcurrencyLimit` permit, a `Buffer`
