@@ -470,5 +470,9 @@ async fn a_budget_built_before_a_pause_follows_paused_time() {
     }
     assert_eq!(budget.balance(), 5.0);
     tokio::time::advance(Duration::from_secs(60)).await;
-    assert_eq!(budget.balance(), 0.0, "the deposits expired with the window");
+    assert_eq!(
+        budget.balance(),
+        0.0,
+        "the deposits expired with the window"
+    );
 }

@@ -332,7 +332,12 @@ mod tests {
             // ... and the window is not much wider than it must be: at 44
             // scales from expiry, the most favourable draw refreshes.
             let scale = delta.as_secs_f64() * beta;
-            assert!(refresh_early(Duration::from_secs_f64(44.0 * scale), delta, beta, || 0));
+            assert!(refresh_early(
+                Duration::from_secs_f64(44.0 * scale),
+                delta,
+                beta,
+                || 0
+            ));
         }
         assert_eq!(early_window(Duration::from_millis(5), 1.0, false), None);
         assert_eq!(early_window(Duration::ZERO, 1.0, true), None);
