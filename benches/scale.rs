@@ -80,20 +80,25 @@ fn scattered(i: u64, n: u64) -> u64 {
     i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % n
 }
 
+/// An empty store for `n` `u64` entries, built in a multi-thread runtime
+/// (as a server's: see `support::server_runtime`); the runtime is gone
+/// before it returns.
+fn empty_store(n: u64) -> MemoryStore<u64, u64> {
+    let server = support::server_runtime();
+    let _built_in = server.enter();
+    MemoryStore::builder(n)
+        .ttl(Duration::from_secs(3600))
+        .ttl_jitter(TtlJitter::None)
+        .build()
+        .unwrap()
+}
+
 /// A store of `n` entries, filled with keys `0..n`, and a cache over it
 /// whose loads answer at once.
 fn filled_cache(
     n: u64,
 ) -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone {
-    let server = support::server_runtime();
-    let store = {
-        let _built_in = server.enter();
-        MemoryStore::builder(n)
-            .ttl(Duration::from_secs(3600))
-            .ttl_jitter(TtlJitter::None)
-            .build()
-            .unwrap()
-    };
+    let store = empty_store(n);
     let mut cache =
         CacheLayer::new(store, |k: &u64| Some(*k)).layer(tower::service_fn(|k: u64| {
             std::future::ready(Ok::<u64, BoxError>(k))
@@ -162,15 +167,7 @@ fn memory() {
     let settle = || std::thread::sleep(Duration::from_millis(50));
 
     let before = live_bytes();
-    let server = support::server_runtime();
-    let store = {
-        let _built_in = server.enter();
-        MemoryStore::builder(N)
-            .ttl(Duration::from_secs(3600))
-            .ttl_jitter(TtlJitter::None)
-            .build()
-            .unwrap()
-    };
+    let store = empty_store(N);
     let mut cache =
         CacheLayer::new(store.clone(), |k: &u64| Some(*k)).layer(tower::service_fn(|k: u64| {
             std::future::ready(Ok::<u64, BoxError>(k))
