@@ -115,9 +115,13 @@ where
 
 /// Records what the cache did for this request on the current span.
 fn record(served: &Served) {
-    // Nothing is recorded on a span no subscriber keeps (the usual hit).
-    let span = Span::current();
-    let span = (!span.is_disabled()).then_some(&span);
+    // Nothing is recorded on a span no subscriber keeps (the usual hit);
+    // with no subscriber at all (the most verbose level any subscriber
+    // enables is "off"), the span is not even looked up.
+    let span = (tracing::level_filters::LevelFilter::current()
+        != tracing::level_filters::LevelFilter::OFF)
+        .then(Span::current);
+    let span = span.as_ref().filter(|span| !span.is_disabled());
     let result = served.result();
     telemetry::count::cache_result(result);
     let expires_in_ms = served.expires_in.map(telemetry::millis);
