@@ -29,7 +29,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// A duration in nanoseconds, saturating at `u64::MAX` (584 years).
+/// A duration in nanoseconds, saturating at `u64::MAX` (584 years): the
+/// one conversion the crate uses.
 pub(crate) fn nanos(duration: Duration) -> u64 {
     duration
         .as_secs()

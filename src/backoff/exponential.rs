@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::jitter::{self, Jitter};
+use crate::clock::nanos;
 use crate::error::{ConfigError, check_f64};
 use crate::rng::{RngSource, Stream};
 
@@ -259,8 +260,4 @@ impl Iterator for Sequence {
     fn size_hint(&self) -> (usize, Option<usize>) {
         (usize::MAX, None)
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

@@ -682,7 +682,7 @@ impl Core {
         let open_for = openings.next_delay();
         let until = self
             .elapsed_nanos()
-            .saturating_add(u64::try_from(open_for.as_nanos()).unwrap_or(u64::MAX));
+            .saturating_add(crate::clock::nanos(open_for));
         self.open_until.store(until, Ordering::Release);
         let next = pack(epoch(expected) + 1, OPEN);
         let moved = self.swap_word(expected, next);

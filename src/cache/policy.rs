@@ -37,7 +37,7 @@ impl TtlJitter {
         match self {
             TtlJitter::None => Duration::ZERO,
             TtlJitter::Random(max) => {
-                let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+                let nanos = crate::clock::nanos(*max);
                 Duration::from_nanos(
                     ((u128::from(fraction) * (u128::from(nanos) + 1)) >> 64) as u64,
                 )

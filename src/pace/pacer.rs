@@ -111,7 +111,7 @@ impl Pacer {
             wait,
         };
         if !wait.is_zero() {
-            let jitter_nanos = u64::try_from(shared.jitter.as_nanos()).unwrap_or(u64::MAX);
+            let jitter_nanos = crate::clock::nanos(shared.jitter);
             let jitter = Duration::from_nanos(rng.in_range(0, jitter_nanos));
             turn.wait += jitter;
             turn.at = Some(shared.schedule.instant(slot.release()) + jitter);

@@ -71,7 +71,7 @@ impl Schedule {
     /// `Err(wait)` with the wait it would have been.
     pub(super) fn reserve(&self, max_wait: Duration) -> Result<(Slot, Duration), Duration> {
         let now = self.now();
-        let max_wait = u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX);
+        let max_wait = crate::clock::nanos(max_wait);
         if let Some(slot) = self.take_returned(now, max_wait) {
             return Ok((slot, Duration::from_nanos(slot.release - now)));
         }
