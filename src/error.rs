@@ -91,6 +91,7 @@ pub(crate) enum Local<'a> {
     Breaker(&'a crate::breaker::error::Rejected),
     Pace(&'a crate::pace::error::Overloaded),
     Throttle(&'a crate::throttle::error::Throttled),
+    Deadline(&'a crate::deadline::DeadlineExceeded),
 }
 
 impl<'a> Local<'a> {
@@ -117,6 +118,9 @@ impl<'a> Local<'a> {
             if let Some(throttled) = error.downcast_ref() {
                 return Some(Local::Throttle(throttled));
             }
+            if let Some(exceeded) = error.downcast_ref() {
+                return Some(Local::Deadline(exceeded));
+            }
             next = error.source();
         }
         None
@@ -129,6 +133,7 @@ impl<'a> Local<'a> {
             Local::Breaker(_) => "breaker_open",
             Local::Pace(_) => "pace_overloaded",
             Local::Throttle(_) => "throttled",
+            Local::Deadline(_) => "deadline_exceeded",
         }
     }
 }

@@ -31,6 +31,8 @@
 //! | [`budget`] | retry budgets shared by every clone: a [`TokenBucket`] (AWS standard mode, gRPC A6) and a [`RatioBudget`] (Finagle, exact) |
 //! | [`retry`] | the [`Retry`] layer: classify → budget → jittered backoff (a server's `Retry-After` is a floor, with the jitter on top) → re-send, with max attempts and a deadline |
 //! | [`breaker`] | a circuit breaker: failure rate over time buckets or consecutive failures, a jittered open time that grows with each re-opening, exactly `K` half-open probes, operator controls, one breaker per key |
+//! | [`hedge`] | hedged requests: copies after a jittered delay taken from a rolling latency percentile, drawn from a retry budget so hedges stay a bounded share of traffic |
+//! | [`deadline`] | deadlines that travel: the remaining time sent in a header (`grpc-timeout`'s format), read by a server layer, honoured by retry, hedge and pace |
 //! | [`pace`] | admission that waits instead of rejecting: callers released first come first served at a governor quota's rate, with jitter, up to a maximum wait |
 //! | [`throttle`] | adaptive client-side throttling (Google SRE): shed locally in proportion to what the backend refuses |
 //! | [`coalesce`] | request coalescing (singleflight): one call per key in flight, its result to every concurrent caller; no spinning waiters, cancel- and panic-safe |
@@ -119,9 +121,11 @@ pub mod cache;
 pub mod classify;
 mod clock;
 pub mod coalesce;
+pub mod deadline;
 mod error;
 mod flight;
 pub mod guard;
+pub mod hedge;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;

@@ -15,6 +15,7 @@ use dephase::breaker::Breaker;
 use dephase::budget::TokenBucket;
 use dephase::cache::{CacheLayer, MemoryStore};
 use dephase::coalesce::CoalesceLayer;
+use dephase::hedge::{HedgeLayer, HedgePolicy};
 use dephase::offset::Offset;
 use dephase::redis::RedisStore;
 use dephase::retry::{RetryLayer, RetryPolicy};
@@ -29,7 +30,7 @@ const DASHBOARD: &str = include_str!("../dephase.json");
 const ALERTS: &str = include_str!("../alerts.yaml");
 
 /// Every metric dephase defines (with the `redis` feature).
-const DEFINED: [&str; 17] = [
+const DEFINED: [&str; 20] = [
     metrics::RETRIES,
     metrics::BUDGET_DENIALS,
     metrics::CALL_RETRIES,
@@ -45,6 +46,9 @@ const DEFINED: [&str; 17] = [
     metrics::PACE_WAITS,
     metrics::PACE_OVERLOADED,
     metrics::THROTTLE_REJECTIONS,
+    metrics::HEDGES,
+    metrics::HEDGE_REFUSALS,
+    metrics::HEDGE_ANSWERS,
     metrics::DELAYS,
     metrics::LAYER,
 ];
@@ -307,6 +311,43 @@ async fn traffic() {
         let _ = throttler.call(|| Err::<(), _>("down"));
     }
     assert!(throttler.stats().rejections > 0);
+
+    // Hedge: after a window of 10 ms latencies, a 1 s call is hedged (both
+    // copies are slow: the original answers); with the one-token budget
+    // spent, the next slow call's hedge is refused.
+    let calls = Arc::new(AtomicU32::new(0));
+    let backend = tower::service_fn(move |_: ()| {
+        let n = calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let slow = n >= 10;
+            tokio::time::sleep(Duration::from_millis(if slow { 1000 } else { 10 })).await;
+            Ok::<_, Infallible>(())
+        }
+    });
+    let budget = TokenBucket::builder()
+        .capacity(1.0)
+        .retry_cost(1.0)
+        .success_reward(0.0)
+        .build()
+        .unwrap();
+    let hedge = HedgeLayer::new(
+        HedgePolicy::builder()
+            .window(Duration::from_millis(100))
+            .min_samples(5)
+            .budget(budget)
+            .build()
+            .unwrap(),
+    )
+    .layer(backend);
+    for _ in 0..10 {
+        hedge.clone().oneshot(()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (first, second) = tokio::join!(hedge.clone().oneshot(()), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        hedge.clone().oneshot(()).await
+    });
+    assert!(first.is_ok() && second.is_ok());
 
     // A deterministic offset.
     Offset::index(1, 4, Duration::from_secs(4))

@@ -59,6 +59,14 @@ impl IntoResponse for Throttled {
     }
 }
 
+/// `504 Gateway Timeout`: the request's deadline passed (or left too
+/// little time) before an answer came from below.
+impl IntoResponse for crate::deadline::DeadlineExceeded {
+    fn into_response(self) -> Response {
+        answer(StatusCode::GATEWAY_TIMEOUT, None, self.to_string())
+    }
+}
+
 /// The response for a dephase error; any other error is a `500`.
 /// The response for an error of a service behind dephase's layers: a
 /// breaker's, a pacer's or a throttle's rejection answers as its
@@ -90,6 +98,7 @@ pub fn error_response(error: crate::BoxError) -> Response {
         Some(Local::Breaker(rejected)) => rejected.clone().into_response(),
         Some(Local::Pace(overloaded)) => overloaded.clone().into_response(),
         Some(Local::Throttle(throttled)) => throttled.clone().into_response(),
+        Some(Local::Deadline(exceeded)) => exceeded.clone().into_response(),
         None => {
             tracing::event!(
                 target: "dephase::axum",

@@ -47,7 +47,7 @@ mod pool;
 mod ratio;
 mod token_bucket;
 
-pub(crate) use self::pool::BudgetDebug;
+pub(crate) use self::pool::{BudgetDebug, Unsent};
 pub use self::pool::{BudgetStats, NoBudget, RetryBudget, Withdrawal};
 pub use self::ratio::{RatioBudget, RatioBudgetBuilder};
 pub use self::token_bucket::{TokenBucket, TokenBucketBuilder};

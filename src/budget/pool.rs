@@ -197,3 +197,34 @@ impl Counts {
         }
     }
 }
+
+/// A granted re-send (a retry, a hedge) that has not been sent: spent when
+/// it is, refunded if dropped unspent (the caller went away during the
+/// wait, or the service failed to get ready).
+pub(crate) struct Unsent<B: RetryBudget> {
+    budget: Option<B>,
+    withdrawal: Option<Withdrawal>,
+}
+
+impl<B: RetryBudget> Unsent<B> {
+    pub(crate) fn new(budget: Option<B>, withdrawal: Option<Withdrawal>) -> Self {
+        Unsent { budget, withdrawal }
+    }
+}
+
+impl<B: RetryBudget> crate::later::Ticket for Unsent<B> {
+    /// The withdrawal that paid for the re-send, booked with its outcome.
+    type Spent = Option<Withdrawal>;
+
+    fn spend(mut self) -> Option<Withdrawal> {
+        self.withdrawal.take()
+    }
+}
+
+impl<B: RetryBudget> Drop for Unsent<B> {
+    fn drop(&mut self) {
+        if let (Some(budget), Some(withdrawal)) = (&self.budget, self.withdrawal.take()) {
+            budget.refund(withdrawal);
+        }
+    }
+}

@@ -21,7 +21,9 @@ impl Overloaded {
         self.wait
     }
 
-    /// The pacer's maximum wait.
+    /// The longest the caller could wait: the pacer's maximum wait, or
+    /// less when the caller's deadline
+    /// ([`Deadline`](crate::deadline::Deadline)) came first.
     pub fn max_wait(&self) -> Duration {
         self.max_wait
     }

@@ -10,7 +10,9 @@
 //! pacer makes the excess *wait its turn*: callers are released at the
 //! quota's rate, first come first served, and only a caller whose turn is
 //! more than `max_wait` away is turned away (at once, with
-//! [`error::Overloaded`]).
+//! [`error::Overloaded`]). Inside a [`Deadline`](crate::deadline::Deadline)'s
+//! scope the wait is also bounded by the time the deadline leaves: a turn
+//! after it would be wasted.
 //!
 //! The quota is a [governor](https://docs.rs/governor) [`Quota`]: `n` per
 //! period, with an optional burst. The schedule is GCRA's (governor's

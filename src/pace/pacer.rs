@@ -99,10 +99,16 @@ impl Pacer {
     /// Reserves a turn (with its jitter) for one caller.
     pub(super) fn reserve(&self, rng: &mut Stream) -> Result<Turn, Overloaded> {
         let shared = &self.shared;
-        let (slot, wait) = shared.schedule.reserve(shared.max_wait).map_err(|wait| {
+        // The caller's deadline bounds the wait as the maximum does: a turn
+        // after it would only be wasted.
+        let max_wait = match crate::deadline::Deadline::current() {
+            Some(deadline) => shared.max_wait.min(deadline.remaining()),
+            None => shared.max_wait,
+        };
+        let (slot, wait) = shared.schedule.reserve(max_wait).map_err(|wait| {
             shared.overloaded.add();
             crate::telemetry::count::pace_overloaded();
-            Overloaded::new(wait, shared.max_wait)
+            Overloaded::new(wait, max_wait)
         })?;
         let mut turn = Turn {
             shared: Arc::clone(shared),
@@ -111,7 +117,8 @@ impl Pacer {
             wait,
         };
         if !wait.is_zero() {
-            let jitter_nanos = crate::clock::nanos(shared.jitter);
+            let room = max_wait.saturating_sub(wait);
+            let jitter_nanos = crate::clock::nanos(shared.jitter.min(room));
             let jitter = Duration::from_nanos(rng.in_range(0, jitter_nanos));
             turn.wait += jitter;
             turn.at = Some(shared.schedule.instant(slot.release()) + jitter);

@@ -21,9 +21,10 @@ use tracing::{Level, Span};
 use super::attempt::Attempt as Number;
 use super::policy::{CloneRequest, Plan, RetryPolicy, Stop, Wanted};
 use crate::backoff::Sequence;
-use crate::budget::{RetryBudget, Withdrawal};
+use crate::budget::{RetryBudget, Unsent};
 use crate::classify::Classify;
-use crate::later::{SendLater, Ticket};
+use crate::deadline::Deadline;
+use crate::later::SendLater;
 use crate::telemetry::{self, BUDGET, JITTER, RESEND_COUNT, RETRY_DELAY_MS, RETRY_REASON};
 
 pin_project! {
@@ -111,31 +112,6 @@ struct Retrying {
     budget: Option<&'static str>,
     /// Whether the span has its fields already.
     recorded: bool,
-}
-
-/// A granted retry that has not been sent: spent when it is, refunded if
-/// dropped unspent (the caller went away during the backoff, or the
-/// service failed to get ready).
-pub(crate) struct Unsent<B: RetryBudget> {
-    budget: Option<B>,
-    withdrawal: Option<Withdrawal>,
-}
-
-impl<B: RetryBudget> Ticket for Unsent<B> {
-    /// The withdrawal that paid for the re-send, booked with its outcome.
-    type Spent = Option<Withdrawal>;
-
-    fn spend(mut self) -> Option<Withdrawal> {
-        self.withdrawal.take()
-    }
-}
-
-impl<B: RetryBudget> Drop for Unsent<B> {
-    fn drop(&mut self) {
-        if let (Some(budget), Some(withdrawal)) = (&self.budget, self.withdrawal.take()) {
-            budget.refund(withdrawal);
-        }
-    }
 }
 
 impl<S, C, R, B, Req> ResponseFuture<S, C, R, B, Req>
@@ -244,7 +220,15 @@ where
         let resends = self.attempts - 1;
         let copy = self.copy.as_ref().filter(|_| self.service.is_some());
         let elapsed = self.started.map(|started| started.elapsed());
-        let plan = policy.plan(wanted, self.attempts, copy, elapsed, &mut retrying.backoff);
+        let remaining = Deadline::current().map(Deadline::remaining);
+        let plan = policy.plan(
+            wanted,
+            self.attempts,
+            copy,
+            elapsed,
+            remaining,
+            &mut retrying.backoff,
+        );
         let (delay, withdrawal) = match plan {
             Plan::Retry { delay, withdrawal } => (delay, withdrawal),
             Plan::Stop(stop) => {
@@ -276,10 +260,7 @@ where
             dephase.retry.reason = wanted.reason,
             "retrying after backoff"
         );
-        let ticket = Unsent {
-            budget: policy.budget.clone(),
-            withdrawal,
-        };
+        let ticket = Unsent::new(policy.budget.clone(), withdrawal);
         Some(SendLater::at(
             Some(Instant::now() + delay),
             service,
@@ -301,7 +282,7 @@ fn announce_stop(stop: Stop, resends: u32, reason: &'static str) {
             tracing::event!(target: "dephase::retry", Level::DEBUG, dephase.retry.reason = reason, "retry stopped: the request could not be copied")
         }
         Stop::Deadline(delay) => {
-            tracing::event!(target: "dephase::retry", Level::DEBUG, http.request.resend_count = resends, dephase.retry.reason = reason, delay_ms = telemetry::millis(delay), "retry stopped: the backoff would end past the deadline")
+            tracing::event!(target: "dephase::retry", Level::DEBUG, http.request.resend_count = resends, dephase.retry.reason = reason, delay_ms = telemetry::millis(delay), "retry stopped: the backoff would end past the deadline (or too close to the caller's)")
         }
         Stop::Budget => {
             tracing::event!(target: "dephase::retry", Level::DEBUG, http.request.resend_count = resends, dephase.budget = "denied", dephase.retry.reason = reason, "retry stopped: the retry budget is empty")

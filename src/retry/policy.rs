@@ -99,6 +99,7 @@ pub struct RetryPolicy<C = RetryErrors, R = CloneRequests, B = NoBudget> {
     pub(super) backoff: ExponentialBackoff,
     pub(super) budget: Option<B>,
     pub(super) deadline: Option<Duration>,
+    pub(super) min_attempt_time: Duration,
     pub(super) classify: C,
     pub(super) clone: R,
 }
@@ -113,6 +114,7 @@ impl RetryPolicy {
             backoff: ExponentialBackoff::default(),
             budget: None,
             deadline: None,
+            min_attempt_time: Duration::ZERO,
             classify: RetryErrors,
             clone: CloneRequests,
         }
@@ -173,7 +175,8 @@ pub(crate) enum Stop {
     Attempts,
     /// The request could not be copied (or its copy cannot be sent).
     NoCopy,
-    /// The backoff (`delay`) would end past the deadline.
+    /// The backoff (`delay`) would end past the deadline, or leave less
+    /// than the minimum attempt time before the deadline in scope.
     Deadline(Duration),
     /// The budget said no.
     Budget,
@@ -217,14 +220,16 @@ impl<C, R, B: RetryBudget> RetryPolicy<C, R, B> {
     /// Decides whether, and after how long, a wanted retry is made, after
     /// `attempts` were sent and `elapsed` since the first (if there is a
     /// deadline); `copy` is the copy of the request the retry would send;
-    /// `backoff` this request's own sequence. A granted retry has taken
-    /// its withdrawal from the budget.
+    /// `backoff` this request's own sequence; `remaining` the time the
+    /// deadline in scope leaves. A granted retry has taken its withdrawal
+    /// from the budget.
     pub(crate) fn plan<Req>(
         &self,
         wanted: Wanted,
         attempts: u32,
         copy: Option<&Req>,
         elapsed: Option<Duration>,
+        remaining: Option<Duration>,
         backoff: &mut Sequence,
     ) -> Plan
     where
@@ -249,6 +254,13 @@ impl<C, R, B: RetryBudget> RetryPolicy<C, R, B> {
                 return Plan::Stop(Stop::Deadline(delay));
             }
         }
+        // The caller's deadline: never sleep past it, never start an
+        // attempt with less than the minimum attempt time left.
+        if let Some(left) = remaining {
+            if delay >= left || left - delay < self.min_attempt_time {
+                return Plan::Stop(Stop::Deadline(delay));
+            }
+        }
         let withdrawal = match &self.budget {
             None => None,
             Some(budget) => match budget.withdraw_for(wanted.reason) {
@@ -267,6 +279,7 @@ impl<C, R, B: RetryBudget> fmt::Debug for RetryPolicy<C, R, B> {
             .field("backoff", &self.backoff)
             .field("budget", &self.budget.as_ref().map(BudgetDebug))
             .field("deadline", &self.deadline)
+            .field("min_attempt_time", &self.min_attempt_time)
             .field("classify", &type_name::<C>())
             .field("clone", &type_name::<R>())
             .finish()
@@ -279,6 +292,7 @@ pub struct RetryPolicyBuilder<C = RetryErrors, R = CloneRequests, B = NoBudget> 
     backoff: ExponentialBackoff,
     budget: Option<B>,
     deadline: Option<Duration>,
+    min_attempt_time: Duration,
     classify: C,
     clone: R,
 }
@@ -304,6 +318,7 @@ impl<C, R, B> RetryPolicyBuilder<C, R, B> {
             backoff: self.backoff,
             budget: Some(budget),
             deadline: self.deadline,
+            min_attempt_time: self.min_attempt_time,
             classify: self.classify,
             clone: self.clone,
         }
@@ -318,6 +333,19 @@ impl<C, R, B> RetryPolicyBuilder<C, R, B> {
         self
     }
 
+    /// The least time an attempt needs: no retry starts when the deadline
+    /// in scope ([`Deadline::current`](crate::deadline::Deadline::current),
+    /// a caller's deadline carried by
+    /// [`ServerDeadline`](crate::deadline::ServerDeadline) or opened with
+    /// [`Deadline::scope`](crate::deadline::Deadline::scope)) would leave
+    /// less than this after the backoff (default zero: no retry whose
+    /// backoff reaches the deadline). Unlike [`deadline`](Self::deadline),
+    /// this is the *caller's* time, which the retry learns per request.
+    pub fn min_attempt_time(mut self, min: Duration) -> Self {
+        self.min_attempt_time = min;
+        self
+    }
+
     /// Decides from each result whether to retry (default: retry every error).
     pub fn classify<C2>(self, classify: C2) -> RetryPolicyBuilder<C2, R, B> {
         RetryPolicyBuilder {
@@ -325,6 +353,7 @@ impl<C, R, B> RetryPolicyBuilder<C, R, B> {
             backoff: self.backoff,
             budget: self.budget,
             deadline: self.deadline,
+            min_attempt_time: self.min_attempt_time,
             classify,
             clone: self.clone,
         }
@@ -337,6 +366,7 @@ impl<C, R, B> RetryPolicyBuilder<C, R, B> {
             backoff: self.backoff,
             budget: self.budget,
             deadline: self.deadline,
+            min_attempt_time: self.min_attempt_time,
             classify: self.classify,
             clone,
         }
@@ -365,6 +395,7 @@ impl<C, R, B> RetryPolicyBuilder<C, R, B> {
             backoff: self.backoff,
             budget: self.budget,
             deadline: self.deadline,
+            min_attempt_time: self.min_attempt_time,
             classify: self.classify,
             clone: self.clone,
         })

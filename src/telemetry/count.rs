@@ -5,7 +5,8 @@
 pub(crate) use super::metrics::{
     applied_offset, breaker_gone_open, breaker_rejected, breaker_transition, budget_denied,
     cache_recompute, cache_result, cache_store, cache_ttl_offset, coalesce_follower,
-    pace_overloaded, pace_waited, redis_lease, retried_call, retry, throttle_rejected,
+    hedge_answered, hedge_refused, hedge_sent, pace_overloaded, pace_waited, redis_lease,
+    retried_call, retry, throttle_rejected,
 };
 
 #[cfg(not(feature = "otel"))]
@@ -51,6 +52,12 @@ mod off {
     pub(crate) fn pace_overloaded() {}
     #[inline(always)]
     pub(crate) fn throttle_rejected() {}
+    #[inline(always)]
+    pub(crate) fn hedge_sent(_after: Duration) {}
+    #[inline(always)]
+    pub(crate) fn hedge_refused(_reason: &'static str) {}
+    #[inline(always)]
+    pub(crate) fn hedge_answered(_winner: &'static str) {}
     #[inline(always)]
     pub(crate) fn redis_lease(_lease: &'static str, _waited: Duration) {}
 }

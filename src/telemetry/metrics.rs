@@ -61,8 +61,18 @@ pub const PACE_WAITS: &str = "dephase.pace.waits";
 pub const PACE_OVERLOADED: &str = "dephase.pace.overloaded";
 /// Calls a throttle shed locally. Counter.
 pub const THROTTLE_REJECTIONS: &str = "dephase.throttle.rejections";
+/// Hedged copies sent. Counter.
+pub const HEDGES: &str = "dephase.hedge.hedges";
+/// Hedges that came due and were not sent (attribute
+/// `dephase.hedge.refusal`: `budget`, `gate`, `deadline`, `no_copy`). Counter.
+pub const HEDGE_REFUSALS: &str = "dephase.hedge.refusals";
+/// Requests whose hedge came due, by which copy answered (attribute
+/// `dephase.hedge.winner`: `original`, `hedge`). Counter.
+pub const HEDGE_ANSWERS: &str = "dephase.hedge.answers";
+/// The attribute that says why a hedge was not sent.
+pub const HEDGE_REFUSAL: &str = "dephase.hedge.refusal";
 /// Delays applied, in seconds (attribute `dephase.layer`: `retry` (a
-/// backoff), `breaker` (an open time), `cache` (a TTL jitter), `pace` (a
+/// backoff), `hedge` (how long a request had run when a hedge was sent), `breaker` (an open time), `cache` (a TTL jitter), `pace` (a
 /// wait), `offset` (a deterministic offset), `redis` (the polling of a
 /// replica that waited for another's load)). Histogram, unit `s`.
 pub const DELAYS: &str = "dephase.delay";
@@ -93,6 +103,9 @@ struct Instruments {
     pace_waits: Counter<u64>,
     pace_overloaded: Counter<u64>,
     throttle_rejections: Counter<u64>,
+    hedges: Counter<u64>,
+    hedge_refusals: Counter<u64>,
+    hedge_answers: Counter<u64>,
     delays: Histogram<f64>,
 }
 
@@ -165,6 +178,17 @@ impl Instruments {
                 THROTTLE_REJECTIONS,
                 "{call}",
                 "Calls a throttle shed locally",
+            ),
+            hedges: counter(HEDGES, "{hedge}", "Hedged copies sent"),
+            hedge_refusals: counter(
+                HEDGE_REFUSALS,
+                "{hedge}",
+                "Hedges that came due and were not sent, by reason",
+            ),
+            hedge_answers: counter(
+                HEDGE_ANSWERS,
+                "{request}",
+                "Requests whose hedge came due, by the copy that answered",
             ),
             delays: meter
                 .f64_histogram(DELAYS)
@@ -300,4 +324,21 @@ pub(crate) fn redis_lease(lease: &'static str, waited: Duration) {
     if !waited.is_zero() {
         delay("redis", waited);
     }
+}
+
+pub(crate) fn hedge_sent(after: Duration) {
+    instruments().hedges.add(1, &[]);
+    delay("hedge", after);
+}
+
+pub(crate) fn hedge_refused(reason: &'static str) {
+    instruments()
+        .hedge_refusals
+        .add(1, &[KeyValue::new(HEDGE_REFUSAL, reason)]);
+}
+
+pub(crate) fn hedge_answered(winner: &'static str) {
+    instruments()
+        .hedge_answers
+        .add(1, &[KeyValue::new(super::HEDGE_WINNER, winner)]);
 }

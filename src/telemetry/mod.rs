@@ -35,6 +35,8 @@
 //! | redis (feature `redis`) | [`CACHE_RESULT`], [`CACHE_EXPIRES_IN_MS`] (on a hit), [`CACHE_TTL_OFFSET_MS`] (on a load), [`REDIS_LEASE`], [`REDIS_WAIT_MS`] (the jittered polling applied while another replica held the lease) | `WARN` when Redis becomes unreachable (and the layer falls back), `INFO` when it is back, `WARN` when a value is not written because its lease was lost |
 //! | throttle | [`THROTTLE_PROBABILITY`] (on a local rejection) | `DEBUG` on every local rejection |
 //! | pace | [`OFFSET_MS`] (the wait applied), [`OFFSET_STRATEGY`] = `pace` | one per caller that had to wait |
+//! | hedge | [`HEDGE_DELAY_MS`], [`HEDGE_SENT`], [`HEDGE_WINNER`], [`BUDGET`] (`denied` when the budget refused a hedge) — recorded once, only for a request still unanswered when its hedge was due | `DEBUG` per hedge sent and per hedge refused |
+//! | deadline | [`DEADLINE_REMAINING_MS`] (as received by the server layer, as sent by the client layer) | `DEBUG` when a request is refused or cut short, and when a header is ignored |
 //!
 //! Events use the target `dephase::<module>` (for example `dephase::retry`)
 //! at `DEBUG` level, so `RUST_LOG=dephase=debug` shows them.
@@ -46,6 +48,15 @@ pub mod metrics;
 mod names;
 
 pub use self::names::*;
+
+/// Records the time a deadline leaves on the current span.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn record_deadline(remaining: std::time::Duration) {
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record(DEADLINE_REMAINING_MS, millis(remaining));
+    }
+}
 
 /// A duration in (fractional) milliseconds, as every `*_ms` field records it.
 pub(crate) fn millis(d: std::time::Duration) -> f64 {

@@ -72,6 +72,23 @@ pub const OFFSET_MS: &str = "dephase.offset_ms";
 /// or `pace` for the wait a pacer applied.
 pub const OFFSET_STRATEGY: &str = "dephase.offset.strategy";
 
+/// Hedge: the delay after which the first hedge was due (the latency
+/// estimate plus this request's jitter), in milliseconds; recorded only for
+/// a request still unanswered then. Float.
+pub const HEDGE_DELAY_MS: &str = "dephase.hedge.delay_ms";
+
+/// Hedge: how many hedged copies were sent for the request (0 when the
+/// budget, the gate or the deadline refused them). Integer.
+pub const HEDGE_SENT: &str = "dephase.hedge.sent";
+
+/// Hedge: which copy answered, `original` or `hedge` (recorded for a
+/// request for which a hedge was considered).
+pub const HEDGE_WINNER: &str = "dephase.hedge.winner";
+
+/// Deadline: the time left, in milliseconds — as received (server layer)
+/// or as sent (client layer). Float.
+pub const DEADLINE_REMAINING_MS: &str = "dephase.deadline.remaining_ms";
+
 /// Every field name above, for subscribers or tests that want the full list.
 pub const ALL_FIELDS: &[&str] = &[
     RESEND_COUNT,
@@ -92,4 +109,8 @@ pub const ALL_FIELDS: &[&str] = &[
     REDIS_WAIT_MS,
     OFFSET_MS,
     OFFSET_STRATEGY,
+    HEDGE_DELAY_MS,
+    HEDGE_SENT,
+    HEDGE_WINNER,
+    DEADLINE_REMAINING_MS,
 ];
