@@ -1,3 +1,4 @@
+#![cfg(feature = "http")]
 //! Deadlines that travel: the `grpc-timeout` format (the gRPC over HTTP/2
 //! protocol: `TimeoutValue` is at most 8 ASCII digits, `TimeoutUnit` one
 //! of H M S m u n), the server layer (bounded handler, 504, clamped to its

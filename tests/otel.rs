@@ -476,3 +476,91 @@ async fn each_attempt_has_its_own_span_with_its_resend_count() {
         Value::from("unavailable")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hedged_request_and_a_propagated_deadline_export_what_they_did() {
+    use dephase::deadline::{Deadline, PropagateDeadlineLayer, ServerDeadlineLayer};
+    use dephase::hedge::{HedgeLayer, HedgePolicy};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tower::Layer;
+
+    let spans = exported(async {
+        // Ten 10 ms calls, then one stuck for a second: its hedge answers.
+        let calls = Arc::new(AtomicU32::new(0));
+        let backend = tower::service_fn(move |_: ()| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let ms = if n == 11 { 1000 } else { 10 };
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok::<_, BoxError>(())
+            }
+        });
+        let hedge = HedgeLayer::new(
+            HedgePolicy::builder()
+                .window(Duration::from_millis(100))
+                .min_samples(10)
+                .jitter(0.0)
+                .build()
+                .unwrap(),
+        )
+        .layer(backend);
+        for _ in 0..10 {
+            hedge.clone().oneshot(()).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        hedge.clone().oneshot(()).await.unwrap(); // rolls the window
+        let span = tracing::info_span!(
+            "GET /slow",
+            dephase.hedge.delay_ms = Empty,
+            dephase.hedge.sent = Empty,
+            dephase.hedge.winner = Empty,
+        );
+        bounded(hedge.oneshot(()).instrument(span)).await.unwrap();
+
+        // A server that received 250 ms and a client below it that sent
+        // what was left.
+        let client =
+            PropagateDeadlineLayer::new().layer(tower::service_fn(|_: http::Request<()>| async {
+                Ok::<_, BoxError>(http::Response::new(()))
+            }));
+        let server =
+            ServerDeadlineLayer::new().layer(tower::service_fn(move |_: http::Request<()>| {
+                let client = client.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let span = tracing::info_span!("client", dephase.deadline.remaining_ms = Empty);
+                    let request = http::Request::get("/").body(()).unwrap();
+                    client.oneshot(request).instrument(span).await?;
+                    Ok::<_, BoxError>(http::Response::new(String::new()))
+                }
+            }));
+        let span = tracing::info_span!("server", dephase.deadline.remaining_ms = Empty);
+        let request = http::Request::get("/")
+            .header("grpc-timeout", "250m")
+            .body(())
+            .unwrap();
+        let response = server.oneshot(request).instrument(span).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(Deadline::current(), None);
+    })
+    .await;
+
+    let hedged = span(&spans, "GET /slow");
+    match attribute(hedged, "dephase.hedge.delay_ms") {
+        Value::F64(ms) => assert!((10.0..=11.0).contains(&ms), "{ms}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(attribute(hedged, "dephase.hedge.sent"), Value::I64(1));
+    assert_eq!(
+        attribute(hedged, "dephase.hedge.winner"),
+        Value::from("hedge")
+    );
+    assert_eq!(
+        attribute(span(&spans, "server"), "dephase.deadline.remaining_ms"),
+        Value::F64(250.0)
+    );
+    assert_eq!(
+        attribute(span(&spans, "client"), "dephase.deadline.remaining_ms"),
+        Value::F64(200.0)
+    );
+}

@@ -19,15 +19,26 @@
 //! - `cron_herd`: 200 jobs at the same period boundary; no offset against
 //!   hash offsets (and index offsets);
 //! - `warmup`: 300 instances starting together; all at once against a pacer.
+//! - `tail`: a steady 500 requests a second against an origin where one
+//!   request in twenty takes 500 ms (the rest 5 ms): no hedging, tower's
+//!   `Hedge` (no budget) and dephase's `Hedge` (a 5% budget);
+//! - `tail_overload`: the same clients when the origin turns slow for
+//!   every request (200 ms) faster than the latency estimates adapt:
+//!   tower's hedges double the load, dephase's budget holds them;
+//! - `deadline_chain`: three axum services in a chain, each retrying; the
+//!   edge client gives up after 1 s; origin work started after that, with
+//!   and without the deadline travelling (`grpc-timeout`).
 //!
 //! For each it prints origin calls, amplification, the peak of origin
 //! requests in any 10 ms, peak-to-mean, success rate and latency; writes
 //! `target/herd/report.json` and `target/herd/<scenario>.svg` (origin
 //! requests per 10 ms over time, naive and dephase on the same axes).
 
+mod chain;
 mod origin;
 mod report;
 mod scenarios;
+mod tail;
 
 use std::io::IsTerminal;
 

@@ -27,9 +27,21 @@ pub const SERVICE_TIME: Duration = Duration::from_millis(25);
 /// How long `/report` takes to recompute (it has no capacity limit).
 pub const RECOMPUTE: Duration = Duration::from_millis(50);
 
+/// `/tail`: the share of requests (per mille) that take [`TAIL_SLOW`]; the
+/// rest take [`TAIL_FAST`].
+pub const TAIL_SLOW_PER_MILLE: u64 = 50;
+/// A slow `/tail` request.
+pub const TAIL_SLOW: Duration = Duration::from_millis(500);
+/// A fast `/tail` request.
+pub const TAIL_FAST: Duration = Duration::from_millis(5);
+/// Every `/overloaded` request.
+pub const OVERLOADED: Duration = Duration::from_millis(200);
+
 struct State_ {
     capacity: Semaphore,
     calls: Recorder,
+    /// `/tail` requests so far: request `n` is slow by a fixed hash of `n`.
+    tail: std::sync::atomic::AtomicU64,
 }
 
 async fn work(State(origin): State<Arc<State_>>) -> Response {
@@ -54,6 +66,47 @@ async fn report(State(origin): State<Arc<State_>>) -> Response {
     (StatusCode::OK, "the daily report").into_response()
 }
 
+/// How long the `n`-th `/tail` request takes: slow for 5% of them, by a
+/// fixed hash (SplitMix64) of `n`, so that every run sees the same tail.
+fn tail_time(n: u64) -> Duration {
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    if z % 1000 < TAIL_SLOW_PER_MILLE {
+        TAIL_SLOW
+    } else {
+        TAIL_FAST
+    }
+}
+
+/// `/tail`: 5 ms, or 500 ms for one request in twenty. Recorded.
+async fn tail(State(origin): State<Arc<State_>>) -> Response {
+    origin.calls.mark();
+    let n = origin
+        .tail
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(tail_time(n)).await;
+    (StatusCode::OK, "done").into_response()
+}
+
+/// `/tail/warm`: the same, not recorded (the clients learn their latency
+/// estimate on it before the measured run).
+async fn tail_warm(State(origin): State<Arc<State_>>) -> Response {
+    let n = origin
+        .tail
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(tail_time(n)).await;
+    (StatusCode::OK, "done").into_response()
+}
+
+/// `/overloaded`: every request takes 200 ms. Recorded.
+async fn overloaded(State(origin): State<Arc<State_>>) -> Response {
+    origin.calls.mark();
+    tokio::time::sleep(OVERLOADED).await;
+    (StatusCode::OK, "done").into_response()
+}
+
 /// The origin's port: listening, or bound and refusing until the outage ends.
 enum Port {
     Listening(tokio::net::TcpListener),
@@ -76,6 +129,7 @@ impl Origin {
         let state = Arc::new(State_ {
             capacity: Semaphore::new(CAPACITY),
             calls: calls.clone(),
+            tail: std::sync::atomic::AtomicU64::new(0),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -87,6 +141,9 @@ impl Origin {
         let app = axum::Router::new()
             .route("/work", axum::routing::get(work))
             .route("/report", axum::routing::get(report))
+            .route("/tail", axum::routing::get(tail))
+            .route("/tail/warm", axum::routing::get(tail_warm))
+            .route("/overloaded", axum::routing::get(overloaded))
             .with_state(state);
         let stop = Arc::new(Notify::new());
         let stopped = stop.clone();

@@ -128,7 +128,7 @@ pub fn table(scenario: &Scenario) -> Result<(), BoxError> {
         Figures::of(&scenario.dephase)?,
     );
     let v = match &scenario.variant {
-        Some((_, run)) => Some(Figures::of(run)?),
+        Some((_, _, run)) => Some(Figures::of(run)?),
         None => None,
     };
     let third = |f: &dyn Fn(&Figures) -> String| v.as_ref().map(f).unwrap_or_default();
@@ -158,7 +158,7 @@ pub fn table(scenario: &Scenario) -> Result<(), BoxError> {
             scenario
                 .variant
                 .as_ref()
-                .map_or(String::new(), |(name, _)| name.to_string()),
+                .map_or(String::new(), |(name, _, _)| name.to_string()),
         ],
         row(
             "origin calls",
@@ -200,20 +200,29 @@ pub fn table(scenario: &Scenario) -> Result<(), BoxError> {
     ];
     // The scenario's own figures: no gain (not all are numbers).
     let extra = |run: &Run, i: usize| run.extra.get(i).map(|(_, v)| v.clone());
-    let extras = scenario.naive.extra.len().max(scenario.dephase.extra.len());
+    let variant = scenario.variant.as_ref().map(|(_, _, run)| run);
+    let extras = scenario
+        .naive
+        .extra
+        .len()
+        .max(scenario.dephase.extra.len())
+        .max(variant.map_or(0, |run| run.extra.len()));
     for i in 0..extras {
         let label = scenario
             .naive
             .extra
             .get(i)
             .or(scenario.dephase.extra.get(i))
+            .or(variant.and_then(|run| run.extra.get(i)))
             .map_or("", |(label, _)| label);
         rows.push([
             label.to_string(),
             extra(&scenario.naive, i).unwrap_or_else(|| "-".into()),
             extra(&scenario.dephase, i).unwrap_or_else(|| "-".into()),
             String::new(),
-            String::new(),
+            variant
+                .map(|run| extra(run, i).unwrap_or_else(|| "-".into()))
+                .unwrap_or_default(),
         ]);
     }
     let width = |column: usize| {
@@ -244,8 +253,8 @@ pub fn json(scenario: &Scenario, clients: usize, seed: u64) -> Result<serde_json
         "naive": Figures::of(&scenario.naive)?.json(),
         "dephase": Figures::of(&scenario.dephase)?.json(),
     });
-    if let Some((_, run)) = &scenario.variant {
-        entry["dephase_index"] = Figures::of(run)?.json();
+    if let Some((_, key, run)) = &scenario.variant {
+        entry[*key] = Figures::of(run)?.json();
     }
     let extra = |run: &Run| -> serde_json::Value {
         run.extra
@@ -256,6 +265,9 @@ pub fn json(scenario: &Scenario, clients: usize, seed: u64) -> Result<serde_json
     };
     entry["naive"]["extra"] = extra(&scenario.naive);
     entry["dephase"]["extra"] = extra(&scenario.dephase);
+    if let Some((_, key, run)) = &scenario.variant {
+        entry[*key]["extra"] = extra(run);
+    }
     Ok(entry)
 }
 

@@ -54,8 +54,9 @@ pub struct Scenario {
     pub capacity: Option<usize>,
     pub naive: Run,
     pub dephase: Run,
-    /// A second dephase variant, if the scenario has one (cron: index offsets).
-    pub variant: Option<(&'static str, Run)>,
+    /// A third run, if the scenario has one (cron: index offsets; tail:
+    /// tower's `Hedge`): its column's title, its key in `report.json`, the run.
+    pub variant: Option<(&'static str, &'static str, Run)>,
 }
 
 /// Settings shared by the scenarios.
@@ -68,7 +69,7 @@ pub struct Settings {
 
 /// Runs `request` for each of `n` tasks that start together at `start`;
 /// returns (successes, sorted latencies).
-async fn herd<F, Fut>(
+pub async fn herd<F, Fut>(
     n: usize,
     start: Instant,
     request: F,
@@ -103,7 +104,7 @@ where
 }
 
 /// Time for the herd's tasks to be spawned before they start.
-const LEAD: Duration = Duration::from_millis(200);
+pub const LEAD: Duration = Duration::from_millis(200);
 
 // ----- retry_storm --------------------------------------------------------
 
@@ -526,7 +527,7 @@ pub async fn cron_herd(_: Settings) -> Result<Scenario, BoxError> {
         ),
         naive,
         dephase: hashed,
-        variant: Some(("dephase (index offsets)", indexed)),
+        variant: Some(("dephase (index offsets)", "dephase_index", indexed)),
     })
 }
 
@@ -593,7 +594,15 @@ pub async fn warmup(settings: Settings) -> Result<Scenario, BoxError> {
 }
 
 /// Every scenario's name, in the order they run.
-pub const NAMES: [&str; 4] = ["retry_storm", "cache_stampede", "cron_herd", "warmup"];
+pub const NAMES: [&str; 7] = [
+    "retry_storm",
+    "cache_stampede",
+    "cron_herd",
+    "warmup",
+    "tail",
+    "tail_overload",
+    "deadline_chain",
+];
 
 /// Runs the scenario called `name`.
 pub async fn run(name: &str, settings: Settings) -> Result<Scenario, BoxError> {
@@ -602,6 +611,9 @@ pub async fn run(name: &str, settings: Settings) -> Result<Scenario, BoxError> {
         "cache_stampede" => cache_stampede(settings).await,
         "cron_herd" => cron_herd(settings).await,
         "warmup" => warmup(settings).await,
+        "tail" => crate::tail::tail(settings).await,
+        "tail_overload" => crate::tail::tail_overload(settings).await,
+        "deadline_chain" => crate::chain::deadline_chain(settings).await,
         other => Err(format!("no scenario {other:?} (one of {NAMES:?})").into()),
     }
 }

@@ -12,6 +12,7 @@ pub struct DeadlineExceeded {
 }
 
 impl DeadlineExceeded {
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn new(remaining: Duration, sent: bool) -> DeadlineExceeded {
         DeadlineExceeded { remaining, sent }
     }

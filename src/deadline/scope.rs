@@ -77,6 +77,7 @@ impl Deadline {
 
     /// Runs `f` with this deadline in scope, as it is (the caller has
     /// already kept the earlier one).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
         DEADLINE.sync_scope(self, f)
     }
