@@ -12,7 +12,9 @@
 //! - `stampede`: 10 000 waiters on one key (time, and polls per waiter in
 //!   `target/stampede_polls.json`) against tower-resilience-coalesce, moka's
 //!   `get_with` and async_singleflight; the uncontended path; a cache hit
-//!   against moka's `get`.
+//!   against moka's `get`;
+//! - `hedge`: the success path (no hedge sent) against tower's `Hedge`,
+//!   both with a latency estimate.
 //!
 //! ```text
 //! cargo bench --bench peers
@@ -22,6 +24,7 @@
 use criterion::Criterion;
 
 mod breaker;
+mod hedge;
 mod retry;
 mod stampede;
 #[path = "../support/mod.rs"]
@@ -31,14 +34,17 @@ fn main() {
     retry::benches();
     breaker::benches();
     stampede::benches();
+    hedge::benches();
     Criterion::default().configure_from_args().final_summary();
     let mut pairs = retry::ratios();
     pairs.extend(breaker::ratios());
     pairs.extend(stampede::ratios());
+    pairs.extend(hedge::ratios());
     support::report("peers.json", &pairs);
     // The single-thread comparisons again, in paired rounds: the figures
     // to read where criterion's runs, one function after the other, drift.
     let mut paired = retry::paired();
     paired.extend(stampede::paired());
+    paired.extend(hedge::paired());
     support::write_paired("peers_paired.json", &paired);
 }
