@@ -18,6 +18,8 @@ pub use crate::cache::{CacheLayer, MemoryStore, TtlJitter};
 pub use crate::classify::{Classify, Outcome};
 pub use crate::coalesce::CoalesceLayer;
 pub use crate::coalesce::error::{Panicked, SharedError};
+pub use crate::deadline::{Deadline, DeadlineExceeded};
+pub use crate::hedge::{HedgeLayer, HedgePolicy};
 pub use crate::offset::{Offset, Ticker};
 pub use crate::pace::error::Overloaded;
 pub use crate::pace::{PaceLayer, Pacer};
@@ -26,6 +28,8 @@ pub use crate::throttle::error::Throttled;
 pub use crate::throttle::{ThrottleLayer, Throttler};
 pub use crate::{BoxError, ConfigError};
 
+#[cfg(feature = "http")]
+pub use crate::deadline::{PropagateDeadlineLayer, ServerDeadlineLayer};
 #[cfg(feature = "reqwest-middleware")]
 pub use crate::http::DephaseMiddleware;
 #[cfg(feature = "http")]

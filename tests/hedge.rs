@@ -249,6 +249,13 @@ async fn under_overload_a_five_percent_budget_bounds_the_extra_load() {
         "{sent} calls for {requests} requests"
     );
     assert!(sent > requests, "the budget allowed some hedges");
+    // The policy counted the same: every request was due, the hedges sent
+    // are the extra calls, the rest were refused by the budget.
+    let stats = hedge.policy().stats();
+    assert_eq!(stats.due, u64::from(requests));
+    assert_eq!(stats.sent, u64::from(sent - requests));
+    assert_eq!(stats.denied_by_budget, u64::from(requests) - stats.sent);
+    assert_eq!(stats.denied_by_gate + stats.denied_by_deadline, 0);
 }
 
 #[tokio::test(start_paused = true)]

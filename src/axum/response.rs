@@ -67,9 +67,9 @@ impl IntoResponse for crate::deadline::DeadlineExceeded {
     }
 }
 
-/// The response for a dephase error; any other error is a `500`.
 /// The response for an error of a service behind dephase's layers: a
-/// breaker's, a pacer's or a throttle's rejection answers as its
+/// breaker's, a pacer's or a throttle's rejection, or a deadline's
+/// [`DeadlineExceeded`](crate::deadline::DeadlineExceeded), answers as its
 /// [`IntoResponse`] says — also when it reached you wrapped, through a
 /// coalesced or cached call's shared error — and any other error is a
 /// `500 Internal Server Error` (logged at `ERROR`, target `dephase::axum`).

@@ -146,7 +146,16 @@ where
         request
             .headers_mut()
             .insert(self.header.clone(), format_timeout(remaining));
-        crate::telemetry::record_deadline(remaining);
+        // On the span once: a re-send (marked with its `Attempt`) would
+        // export the field again (tracing-opentelemetry appends a value
+        // per record).
+        if request
+            .extensions()
+            .get::<crate::retry::Attempt>()
+            .is_none()
+        {
+            crate::telemetry::record_deadline(remaining);
+        }
         PropagateFuture::bounded(self.inner.call(request), deadline)
     }
 }

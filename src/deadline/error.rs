@@ -12,8 +12,10 @@ pub struct DeadlineExceeded {
 }
 
 impl DeadlineExceeded {
-    #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn new(remaining: Duration, sent: bool) -> DeadlineExceeded {
+    /// The error for a request refused with `remaining` left (`sent:
+    /// false`), or dropped in flight when its deadline passed (`sent:
+    /// true`) — for a fake service or a classifier's test.
+    pub fn new(remaining: Duration, sent: bool) -> DeadlineExceeded {
         DeadlineExceeded { remaining, sent }
     }
 

@@ -105,6 +105,7 @@ pin_project! {
     enum Server<F> {
         Plain { #[pin] future: F },
         Bounded { #[pin] future: Scoped<F>, #[pin] sleep: Sleep, status: StatusCode },
+        Expired { status: StatusCode },
     }
 }
 
@@ -112,6 +113,13 @@ impl<F> ServerFuture<F> {
     pub(super) fn plain(future: F) -> Self {
         ServerFuture {
             kind: Server::Plain { future },
+        }
+    }
+
+    /// The deadline had passed when the request came: the handler is not called.
+    pub(super) fn expired(status: StatusCode) -> Self {
+        ServerFuture {
+            kind: Server::Expired { status },
         }
     }
 
@@ -144,21 +152,36 @@ where
                 sleep,
                 status,
             } => {
-                if let Poll::Ready(result) = future.poll(cx) {
-                    return Poll::Ready(result);
+                // The deadline first: once it has passed, the answer is the
+                // configured status, also when the handler answered at the
+                // same instant (with its own call's `DeadlineExceeded`).
+                if sleep.poll(cx).is_pending() {
+                    return future.poll(cx);
                 }
-                ready!(sleep.poll(cx));
                 tracing::event!(
                     target: "dephase::deadline",
                     tracing::Level::DEBUG,
                     "handler cut short: the request's deadline passed"
                 );
-                let mut response = http::Response::new(B::default());
-                *response.status_mut() = *status;
-                Poll::Ready(Ok(response))
+                Poll::Ready(Ok(deadline_response(*status)))
+            }
+            ServerProj::Expired { status } => {
+                tracing::event!(
+                    target: "dephase::deadline",
+                    tracing::Level::DEBUG,
+                    "handler not called: the request's deadline had passed"
+                );
+                Poll::Ready(Ok(deadline_response(*status)))
             }
         }
     }
+}
+
+/// The answer once a request's deadline has passed: `status`, no body.
+fn deadline_response<B: Default>(status: StatusCode) -> http::Response<B> {
+    let mut response = http::Response::new(B::default());
+    *response.status_mut() = status;
+    response
 }
 
 impl<F> fmt::Debug for ServerFuture<F> {
@@ -166,6 +189,7 @@ impl<F> fmt::Debug for ServerFuture<F> {
         let kind = match &self.kind {
             Server::Plain { .. } => "plain",
             Server::Bounded { .. } => "bounded",
+            Server::Expired { .. } => "expired",
         };
         f.debug_struct("ServerFuture")
             .field("kind", &kind)

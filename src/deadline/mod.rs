@@ -12,23 +12,41 @@
 //!
 //! - a [`Deadline`] is an instant on tokio's clock. It is *in scope* inside
 //!   [`Deadline::scope`] (a tokio task-local), where [`Deadline::current`]
-//!   finds it; a nested scope keeps the earlier of the two deadlines;
+//!   finds it; a nested scope keeps the earlier of the two deadlines. The
+//!   layers read it when they are *called*: scope the call
+//!   (`deadline.scope(service.oneshot(request))`), not a future `call`
+//!   returned before the scope;
 //! - [`Retry`](crate::retry::Retry), [`Hedge`](crate::hedge::Hedge) and
 //!   [`Pace`](crate::pace::Pace) honour the deadline in scope: a retry
 //!   never sleeps past it and never starts an attempt with less than its
 //!   minimum attempt time left; a hedge is not sent then either; a pacer
 //!   turns away (with [`Overloaded`](crate::pace::error::Overloaded)) a
-//!   caller whose turn would come after it;
+//!   caller whose turn would come after it. Each has its own minimum
+//!   (`RetryPolicyBuilder::min_attempt_time`,
+//!   `HedgePolicyBuilder::min_attempt_time`,
+//!   [`PropagateDeadlineLayer::min_time`]), zero by default: set each
+//!   layer's to the least time an attempt needs;
 //! - with the `http` feature, [`PropagateDeadlineLayer`] (client side) puts
 //!   the remaining time into each outgoing request's header in
 //!   `grpc-timeout`'s format ([`format_timeout`]) and fails an attempt that
 //!   cannot start or finish in time with [`DeadlineExceeded`];
 //!   [`ServerDeadlineLayer`] (server side, axum or hyper) reads that header
 //!   ([`parse_timeout`]), bounds the handler by it (answering `504 Gateway
-//!   Timeout` when it passes) and puts the deadline in scope for the
-//!   handler and the client layers it calls. A malformed, negative or huge
+//!   Timeout` once it has passed, whatever the handler answered at that
+//!   instant) and puts the deadline in scope for the handler and the
+//!   client layers it calls. A handler that answers *before* the deadline
+//!   with the [`DeadlineExceeded`] of a call it made can turn it into a
+//!   504 itself (with the `axum` feature, `DeadlineExceeded` implements
+//!   `IntoResponse`, and `dephase::axum::error_response` finds it). A malformed, negative or huge
 //!   header is ignored (a DEBUG event says so) and a client can never make
 //!   the server wait longer than the server's own maximum.
+//!
+//! [`DeadlineExceeded`] is a local rejection, like a breaker's: a breaker
+//! above the client layer does not count it as a failure of the service
+//! (the caller ran out of time, the service did not fail), and
+//! `HttpClassifier` does not retry it. A service that is always slower
+//! than its callers' deadlines is seen by a breaker only through its slow
+//! calls (`BreakerBuilder::slow_call_rate`).
 //!
 //! The span field is `dephase.deadline.remaining_ms` (see
 //! [`telemetry`](crate::telemetry)).

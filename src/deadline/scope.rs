@@ -8,7 +8,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use tokio::task::futures::TaskLocalFuture;
 use tokio::time::Instant;
 
 tokio::task_local! {
@@ -69,9 +68,34 @@ impl Deadline {
     /// Runs `future` with this deadline in scope — or with the deadline
     /// already in scope if that one is earlier (a callee cannot extend its
     /// caller's deadline).
+    ///
+    /// The layers read the deadline in `call` (a client layer must write
+    /// the header before it sends), so the *call* must happen inside the
+    /// scope: scope `service.oneshot(request)` or an `async` block that
+    /// calls, not a future `call` has already returned —
+    /// `deadline.scope(service.call(request))` runs `call` before the
+    /// scope is entered, and the request goes without the deadline.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use dephase::deadline::Deadline;
+    /// # use tower::{Service, ServiceExt};
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), std::convert::Infallible> {
+    /// # let mut service = tower::service_fn(|_: ()| async { Ok::<_, std::convert::Infallible>(Deadline::current()) });
+    /// let deadline = Deadline::after(Duration::from_millis(300));
+    /// // Right: the call is made inside the scope.
+    /// let seen = deadline.scope(async { service.ready().await?.call(()).await }).await?;
+    /// assert_eq!(seen, Some(deadline));
+    /// // Also right: `oneshot` calls when it is first polled.
+    /// let seen = deadline.scope(service.clone().oneshot(())).await?;
+    /// assert_eq!(seen, Some(deadline));
+    /// # Ok(()) }
+    /// ```
     pub fn scope<F: Future>(self, future: F) -> Scoped<F> {
         Scoped {
-            inner: DEADLINE.scope(self.or_current(), future),
+            deadline: self,
+            future,
         }
     }
 
@@ -99,8 +123,9 @@ impl fmt::Debug for Deadline {
 pin_project! {
     /// A future run with a [`Deadline`] in scope ([`Deadline::scope`]).
     pub struct Scoped<F> {
+        deadline: Deadline,
         #[pin]
-        inner: TaskLocalFuture<Deadline, F>,
+        future: F,
     }
 }
 
@@ -108,12 +133,20 @@ impl<F: Future> Future for Scoped<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.project().inner.poll(cx)
+        let this = self.project();
+        // The earlier of this deadline and the one in scope *where it is
+        // polled*: a scoped future made elsewhere and awaited inside a
+        // caller's scope cannot extend the caller's deadline.
+        let deadline = this.deadline.or_current();
+        let future = this.future;
+        DEADLINE.sync_scope(deadline, || future.poll(cx))
     }
 }
 
 impl<F> fmt::Debug for Scoped<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Scoped").finish_non_exhaustive()
+        f.debug_struct("Scoped")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
     }
 }

@@ -133,9 +133,12 @@ impl<S> Layer<S> for ServerDeadlineLayer {
 /// The deadline is the header's time (at most the maximum; the default
 /// timeout when there is no valid header), or the one already in scope if
 /// that is earlier. The handler runs with it in scope
-/// ([`Deadline::current`]) and in the request's extensions; when it passes
-/// first, the handler's future is dropped and the configured status is
-/// answered with an empty body. A header that does not parse (a sign,
+/// ([`Deadline::current`]) and in the request's extensions; once it has
+/// passed, the handler's future is dropped and the configured status is
+/// answered with an empty body — without calling the handler when it had
+/// passed already (a header of `0n`), and also when the handler answered at that
+/// very instant (a client layer below failing with its
+/// [`DeadlineExceeded`](super::DeadlineExceeded) at the same deadline). A header that does not parse (a sign,
 /// more than eight digits, no unit...) is ignored with a DEBUG event.
 #[derive(Clone)]
 pub struct ServerDeadline<S> {
@@ -185,6 +188,11 @@ where
         };
         if sent.is_some() {
             crate::telemetry::record_deadline(deadline.remaining());
+        }
+        if deadline.is_expired() {
+            // No time left (`0n`, or a caller's deadline already past):
+            // the handler would only do work nobody waits for.
+            return ServerFuture::expired(config.status);
         }
         request.extensions_mut().insert(deadline);
         let future = deadline.sync_scope(|| self.inner.call(request));

@@ -24,7 +24,7 @@ use crate::budget::{RetryBudget, Unsent};
 use crate::classify::{Classify, Outcome};
 use crate::deadline::Deadline;
 use crate::later::SendLater;
-use crate::retry::CloneRequest;
+use crate::retry::{Attempt as Number, CloneRequest};
 use crate::telemetry::{self, BUDGET, HEDGE_DELAY_MS, HEDGE_SENT, HEDGE_WINNER};
 
 pin_project! {
@@ -101,8 +101,6 @@ struct Hedging<S: Service<Req>, Req, B: RetryBudget> {
     first_delay: Duration,
     /// Why the last due hedge was not sent.
     refused: Option<Refusal>,
-    /// The last answer that was not a success, while copies are in flight.
-    last: Option<Result<S::Response, S::Error>>,
     recorded: bool,
 }
 
@@ -140,6 +138,7 @@ where
                 Timer::Armed {
                     sleep: tokio::time::sleep_until(started + base),
                 },
+                // (`base` is at most a day: `HedgePolicyBuilder::build`.)
                 base,
                 Some(service),
                 Some(copy),
@@ -230,23 +229,36 @@ where
         cx: &mut Context<'_>,
         original_running: bool,
     ) -> Option<Result<S::Response, S::Error>> {
-        let hedging = self.hedging.as_mut()?;
-        let mut answered = None;
-        for slot in &mut hedging.copies {
+        let mut index = 0;
+        loop {
+            // Every copy still in flight is polled (its waker registered)
+            // unless one settles the request first.
+            let hedging = self.hedging.as_mut()?;
+            let slot = hedging.copies.get_mut(index)?;
+            index += 1;
             let Some(copy) = slot.as_mut() else { continue };
-            if let Poll::Ready(result) = copy.as_mut().poll(cx) {
-                *slot = None;
-                answered = Some(result);
-                break;
+            let Poll::Ready(result) = copy.as_mut().poll(cx) else {
+                continue;
+            };
+            let sent = copy.is_sent();
+            *slot = None;
+            if !sent {
+                // The service could not get ready for the copy: it never
+                // reached the backend (its withdrawal is refunded). Not an
+                // answer: the original, or another copy, is still running.
+                continue;
+            }
+            let outcome = self.policy.classify.classify(result.as_ref());
+            if let Some(answer) = self.answer(result, outcome, Winner::Hedge, original_running) {
+                return Some(answer);
             }
         }
-        let result = answered?;
-        let outcome = self.policy.classify.classify(result.as_ref());
-        self.answer(result, outcome, Winner::Hedge, original_running)
     }
 
-    /// A copy answered: the request's answer if this settles it (a
-    /// success, or nothing else in flight).
+    /// A copy answered: the request's answer if this settles it — a
+    /// success, a fatal failure, or a retryable failure with no other copy
+    /// *sent* still in flight (a copy still waiting for the service to be
+    /// ready is dropped with the future, its withdrawal refunded).
     fn answer(
         &mut self,
         result: Result<S::Response, S::Error>,
@@ -254,17 +266,19 @@ where
         from: Winner,
         original_running: bool,
     ) -> Option<Result<S::Response, S::Error>> {
-        let copies_in_flight = self
-            .hedging
-            .as_ref()
-            .is_some_and(|h| h.copies.iter().any(Option::is_some));
-        let success = outcome == Outcome::Success;
-        if !success && (original_running || copies_in_flight) {
-            if let Some(hedging) = self.hedging.as_mut() {
-                hedging.last = Some(result);
-            }
+        let copies_in_flight = self.hedging.as_ref().is_some_and(|h| {
+            h.copies
+                .iter()
+                .any(|copy| copy.as_ref().is_some_and(|copy| copy.is_sent()))
+        });
+        let retryable = matches!(outcome, Outcome::Retry { .. });
+        if retryable && (original_running || copies_in_flight) {
+            // Another copy may still succeed: this failure is booked now
+            // (the caller will not see it) and dropped.
+            self.policy.book(&outcome, false);
             return None;
         }
+        let success = outcome == Outcome::Success;
         if success && original_running {
             // A hedge won: the original took at least this long (a
             // censored latency, but above the percentile all the same).
@@ -272,9 +286,12 @@ where
             let latency = now.saturating_duration_since(self.started);
             self.policy.latencies.record(latency, now);
         }
-        self.policy.on_answer(&outcome);
+        self.policy.book(&outcome, true);
         if self.hedging.is_some() {
             telemetry::count::hedge_answered(from.as_str());
+            if from == Winner::Hedge {
+                self.policy.counters.won.add();
+            }
         }
         self.record_span(Some(from));
         Some(result)
@@ -293,7 +310,6 @@ where
                 jittered: false,
                 first_delay: Duration::ZERO,
                 refused: None,
-                last: None,
                 recorded: false,
             })
         });
@@ -302,6 +318,7 @@ where
             let jitter = policy.jitter(self.base);
             if hedging.copies.is_empty() {
                 hedging.first_delay = self.base + jitter;
+                policy.counters.due.add();
             }
             if !jitter.is_zero() {
                 return Next::At(Instant::now() + jitter);
@@ -312,8 +329,14 @@ where
             Ok(withdrawal) => withdrawal,
             Err(refusal) => {
                 hedging.refused = Some(refusal);
-                if refusal == Refusal::Budget {
-                    telemetry::count::budget_denied();
+                match refusal {
+                    Refusal::Budget => {
+                        telemetry::count::budget_denied();
+                        policy.counters.budget.add();
+                    }
+                    Refusal::Gate => policy.counters.gate.add(),
+                    Refusal::Deadline => policy.counters.deadline.add(),
+                    Refusal::NoCopy => {}
                 }
                 telemetry::count::hedge_refused(refusal.as_str());
                 tracing::event!(
@@ -328,10 +351,14 @@ where
         };
         let sent = hedging.copies.len() as u32 + 1;
         let more = sent + 1 < policy.max_copies;
-        let copy = self.copy.take().expect("admitted with a copy");
+        let mut copy = self.copy.take().expect("admitted with a copy");
         if more {
             self.copy = policy.clone.clone_request(&copy);
         }
+        // A copy is a re-send of the request: layers below (a tracing
+        // layer, the deadline's client layer) see it as such.
+        policy.clone.mark(&mut copy, Number::new(sent + 1));
+        policy.counters.sent.add();
         let service = if more {
             self.service.clone()
         } else {

@@ -24,8 +24,10 @@
 //!    (the same budget types as the retry layer, shareable with it): no
 //!    hedge when it says no, so hedges stay a bounded share of traffic —
 //!    with a [`RatioBudget`](crate::budget::RatioBudget) of 5%, at most 5%
-//!    of requests (plus its per-second minimum) are hedged, however slow
-//!    the backend gets;
+//!    of the requests of its window are hedged, plus its reserve
+//!    (`min_per_sec` × its window: 10/s × 10 s = 100 hedges by default,
+//!    which a quiet client may spend at once — size it to the traffic),
+//!    however slow the backend gets;
 //! 3. a **gate** ([`HedgeGate`]) is asked before each hedge: give it the
 //!    [`Breaker`](crate::breaker::Breaker) or the
 //!    [`Throttler`](crate::throttle::Throttler) of the layers below, and no
@@ -34,13 +36,25 @@
 //! 4. **no hedge past the deadline** in scope
 //!    ([`Deadline`](crate::deadline::Deadline)), nor with less than the
 //!    minimum attempt time left;
-//! 5. the first copy whose result the classifier calls a success answers;
-//!    the others are dropped. When every copy sent has answered otherwise,
-//!    the last answer does — a failure is for the retry layer to handle,
-//!    not a reason to hedge: an original that fails before its hedge is
-//!    due is answered at once. Only copies of requests the copier can copy
+//! 5. as in gRFC A6's hedging, the first copy whose result the classifier
+//!    calls a success answers, and so does a fatal failure
+//!    ([`Outcome::Failure`](crate::classify::Outcome::Failure)); the other
+//!    copies are dropped. A retryable failure waits for the copies still in
+//!    flight; when every copy sent has answered so, the last answer does —
+//!    a failure is for the retry layer to handle, not a reason to hedge: an
+//!    original that fails before its hedge is due is answered at once. Each
+//!    copy's outcome is booked with the budget (A6: every failed attempt
+//!    counts against the throttle). Only copies of requests the copier can copy
 //!    are sent (with [`IdempotentRequests`](crate::http::IdempotentRequests),
 //!    only idempotent requests are hedged).
+//!
+//! A hedged copy is marked as a re-send of its request
+//! ([`CloneRequest::mark`](crate::retry::CloneRequest::mark): with
+//! [`IdempotentRequests`](crate::http::IdempotentRequests), an
+//! [`Attempt`](crate::retry::Attempt) in its extensions, numbered from 2
+//! within the hedge), so a tracing layer below records its
+//! `http.request.resend_count`. What the hedges did is counted in
+//! [`HedgePolicy::stats`].
 //!
 //! A [`Retry`](crate::retry::Retry) above a `Hedge` sees one attempt,
 //! however many copies the hedge sent; give both the same budget with
@@ -93,7 +107,8 @@
 //! });
 //! let mut service = ServiceBuilder::new().layer(hedge.clone()).service(backend);
 //!
-//! // Warm up the estimate: a window with enough latencies must pass.
+//! // Warm up the estimate: a window with enough latencies must end — at
+//! // the first latency recorded after it (the first call after the sleep).
 //! for _ in 0..20 {
 //!     service.ready().await?.call(()).await?;
 //! }
@@ -114,5 +129,5 @@ mod policy;
 mod service;
 
 pub use self::layer::HedgeLayer;
-pub use self::policy::{Always, HedgeGate, HedgePolicy, HedgePolicyBuilder};
+pub use self::policy::{Always, HedgeGate, HedgePolicy, HedgePolicyBuilder, HedgeStats};
 pub use self::service::Hedge;

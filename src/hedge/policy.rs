@@ -13,6 +13,7 @@ use crate::classify::{Outcome, RetryErrors};
 use crate::error::{ConfigError, check_f64};
 use crate::retry::{CloneRequest, CloneRequests};
 use crate::rng::RngSource;
+use crate::tally::Count;
 use crate::throttle::Throttler;
 
 /// Whether hedges may be sent now: asked just before each hedge.
@@ -62,6 +63,36 @@ impl<A: HedgeGate, B: HedgeGate> HedgeGate for (A, B) {
     }
 }
 
+/// What a policy's hedges did, counted since it was built (shared by its
+/// clones and every layer built from it): [`HedgePolicy::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct HedgeStats {
+    /// Requests still unanswered when their first hedge was due.
+    pub due: u64,
+    /// Hedged copies sent.
+    pub sent: u64,
+    /// Due hedges not sent because the budget said no.
+    pub denied_by_budget: u64,
+    /// Due hedges not sent because the gate said no.
+    pub denied_by_gate: u64,
+    /// Due hedges not sent because the deadline in scope left too little time.
+    pub denied_by_deadline: u64,
+    /// Requests answered by a hedged copy rather than the original.
+    pub won_by_hedge: u64,
+}
+
+/// The counters behind [`HedgeStats`]: touched only once a hedge is due.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) due: Count,
+    pub(super) sent: Count,
+    pub(super) budget: Count,
+    pub(super) gate: Count,
+    pub(super) deadline: Count,
+    pub(super) won: Count,
+}
+
 /// Everything the [`Hedge`](super::Hedge) layer needs to decide: how many
 /// copies, the latency estimate and its bounds, the jitter, the budget
 /// `B`, the gate `G`, the classifier `C` (which result is a success) and
@@ -71,6 +102,7 @@ impl<A: HedgeGate, B: HedgeGate> HedgeGate for (A, B) {
 pub struct HedgePolicy<C = RetryErrors, R = CloneRequests, B = NoBudget, G = Always> {
     pub(super) max_copies: u32,
     pub(super) latencies: std::sync::Arc<Latencies>,
+    pub(super) counters: std::sync::Arc<Counters>,
     pub(super) floor: Duration,
     pub(super) cap: Duration,
     pub(super) jitter: f64,
@@ -130,10 +162,34 @@ impl<C, R, B, G> HedgePolicy<C, R, B, G> {
 
     /// The current latency estimate (the configured percentile of the last
     /// full window), before the floor, the cap and the jitter; `None`
-    /// until a window with enough latencies has passed — no request is
-    /// hedged until then.
+    /// until a window with enough latencies has ended — no request is
+    /// hedged until then. A window ends at the first latency recorded
+    /// after its end (no timer runs): after a quiet period, the first
+    /// request to finish rolls it, and the requests after it use the new
+    /// estimate.
     pub fn estimate(&self) -> Option<Duration> {
         self.latencies.estimate()
+    }
+
+    /// What the hedges did so far.
+    ///
+    /// ```
+    /// use dephase::hedge::HedgePolicy;
+    ///
+    /// let policy = HedgePolicy::builder().build()?;
+    /// assert_eq!(policy.stats().sent, 0);
+    /// # Ok::<(), dephase::ConfigError>(())
+    /// ```
+    pub fn stats(&self) -> HedgeStats {
+        let c = &*self.counters;
+        HedgeStats {
+            due: c.due.get(),
+            sent: c.sent.get(),
+            denied_by_budget: c.budget.get(),
+            denied_by_gate: c.gate.get(),
+            denied_by_deadline: c.deadline.get(),
+            won_by_hedge: c.won.get(),
+        }
     }
 
     /// The shared budget, if any.
@@ -202,14 +258,20 @@ impl<C, R, B: RetryBudget, G: HedgeGate> HedgePolicy<C, R, B, G> {
         }
     }
 
-    /// The request is answered with a result classified `outcome`.
-    pub(crate) fn on_answer(&self, outcome: &Outcome) {
-        if let (Some(budget), true) = (&self.budget, self.owns_budget) {
-            match outcome {
-                Outcome::Success => budget.on_success(None),
-                Outcome::Failure { .. } => budget.on_attempt_failure(false),
-                Outcome::Retry { .. } => budget.on_attempt_failure(true),
-            }
+    /// A copy (the original or a hedge) answered with a result classified
+    /// `outcome`; `last`: that result is the request's answer. Every copy's
+    /// outcome is booked (gRFC A6: every failed attempt counts against the
+    /// throttle, hedged or not) — except, with a shared budget, the answer
+    /// itself, which the retry layer above books.
+    pub(crate) fn book(&self, outcome: &Outcome, last: bool) {
+        let Some(budget) = &self.budget else { return };
+        if !self.owns_budget && last {
+            return;
+        }
+        match outcome {
+            Outcome::Success => budget.on_success(None),
+            Outcome::Failure { .. } => budget.on_attempt_failure(false),
+            Outcome::Retry { .. } => budget.on_attempt_failure(true),
         }
     }
 
@@ -269,6 +331,7 @@ impl<C: Clone, R: Clone, B: Clone, G: Clone> Clone for HedgePolicy<C, R, B, G> {
         HedgePolicy {
             max_copies: self.max_copies,
             latencies: std::sync::Arc::clone(&self.latencies),
+            counters: std::sync::Arc::clone(&self.counters),
             floor: self.floor,
             cap: self.cap,
             jitter: self.jitter,
@@ -283,6 +346,9 @@ impl<C: Clone, R: Clone, B: Clone, G: Clone> Clone for HedgePolicy<C, R, B, G> {
         }
     }
 }
+
+/// The longest hedge delay a policy accepts: a day.
+const MAX_DELAY: Duration = Duration::from_secs(86_400);
 
 /// Builds a [`HedgePolicy`]; [`build`](Self::build) checks the settings.
 pub struct HedgePolicyBuilder<C = RetryErrors, R = CloneRequests, B = NoBudget, G = Always> {
@@ -340,7 +406,7 @@ impl<C, R, B, G> HedgePolicyBuilder<C, R, B, G> {
         self
     }
 
-    /// The longest hedge delay before jitter (default 10 s).
+    /// The longest hedge delay before jitter (default 10 s; at most a day).
     pub fn cap(mut self, cap: Duration) -> Self {
         self.cap = cap;
         self
@@ -426,9 +492,13 @@ impl<C, R, B, G> HedgePolicyBuilder<C, R, B, G> {
         self
     }
 
-    /// Which result is a success (default: every `Ok`). The first copy to
-    /// answer with a success answers the request; when every copy sent has
-    /// answered otherwise, the last answer does.
+    /// What each copy's result means (default: every `Ok` a success, every
+    /// error retryable). As in gRFC A6's hedging: the first copy to answer
+    /// with a success answers the request; a result classified
+    /// [`Outcome::Failure`] (fatal: another copy would not help) answers it
+    /// at once too, cancelling the others; a retryable failure waits for
+    /// the copies still in flight, and when every copy sent has answered
+    /// so, the last one answers.
     pub fn classify<C2>(self, classify: C2) -> HedgePolicyBuilder<C2, R, B, G> {
         HedgePolicyBuilder {
             max_copies: self.max_copies,
@@ -482,8 +552,8 @@ impl<C, R, B, G> HedgePolicyBuilder<C, R, B, G> {
     ///
     /// Zero copies (`hedge.max_copies`), a percentile outside `(0, 1]`
     /// (`hedge.percentile`), a zero window (`hedge.window`), zero samples
-    /// (`hedge.min_samples`), a cap below the floor (`hedge.cap`), a jitter
-    /// outside `[0, 1]` (`hedge.jitter`).
+    /// (`hedge.min_samples`), a cap below the floor or above a day
+    /// (`hedge.cap`), a jitter outside `[0, 1]` (`hedge.jitter`).
     pub fn build(self) -> Result<HedgePolicy<C, R, B, G>, ConfigError> {
         if self.max_copies == 0 {
             return Err(ConfigError::new(
@@ -516,6 +586,12 @@ impl<C, R, B, G> HedgePolicyBuilder<C, R, B, G> {
                 ),
             ));
         }
+        if self.cap > MAX_DELAY {
+            return Err(ConfigError::new(
+                "hedge.cap",
+                format!("must be at most a day (got {:?})", self.cap),
+            ));
+        }
         let jitter = check_f64("hedge.jitter", self.jitter, 0.0, 1.0)?;
         Ok(HedgePolicy {
             max_copies: self.max_copies,
@@ -524,6 +600,7 @@ impl<C, R, B, G> HedgePolicyBuilder<C, R, B, G> {
                 percentile,
                 self.min_samples,
             )),
+            counters: std::sync::Arc::default(),
             floor: self.floor,
             cap: self.cap,
             jitter,

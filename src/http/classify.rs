@@ -33,11 +33,14 @@ use crate::error::Local;
 /// another dephase layer — a breaker's
 /// [`Rejected`](crate::breaker::error::Rejected), a pacer's
 /// [`Overloaded`](crate::pace::error::Overloaded), a throttle's
-/// [`Throttled`](crate::throttle::error::Throttled), also inside a shared
-/// error — is a `Failure` (`"breaker_open"`, `"pace_overloaded"`,
-/// `"throttled"`): retrying it would only queue more callers for the moment
-/// the layer lets them through. (A breaker or a throttle above that layer
-/// does not book it at all: the service never saw the call.)
+/// [`Throttled`](crate::throttle::error::Throttled), a deadline's
+/// [`DeadlineExceeded`](crate::deadline::DeadlineExceeded), also inside a
+/// shared error — is a `Failure` (`"breaker_open"`, `"pace_overloaded"`,
+/// `"throttled"`, `"deadline_exceeded"`): retrying it would only queue more
+/// callers for the moment the layer lets them through (or, for a deadline,
+/// start an attempt nobody waits for). A breaker or a throttle above that
+/// layer does not book it at all: the service never saw the call (or the
+/// caller, not the service, ran out of time).
 ///
 /// Whether a request *may* be sent again (its method, its body) is not the
 /// classifier's business but the copier's: see

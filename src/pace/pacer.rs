@@ -102,7 +102,17 @@ impl Pacer {
         // The caller's deadline bounds the wait as the maximum does: a turn
         // after it would only be wasted.
         let max_wait = match crate::deadline::Deadline::current() {
-            Some(deadline) => shared.max_wait.min(deadline.remaining()),
+            Some(deadline) => {
+                let left = deadline.remaining();
+                if left.is_zero() {
+                    // Past its deadline: no turn, not even a free one.
+                    shared.overloaded.add();
+                    crate::telemetry::count::pace_overloaded();
+                    return Err(Overloaded::new(Duration::ZERO, Duration::ZERO));
+                }
+                // A turn must come strictly before the deadline.
+                shared.max_wait.min(left - Duration::from_nanos(1))
+            }
             None => shared.max_wait,
         };
         let (slot, wait) = shared.schedule.reserve(max_wait).map_err(|wait| {

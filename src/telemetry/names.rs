@@ -86,7 +86,8 @@ pub const HEDGE_SENT: &str = "dephase.hedge.sent";
 pub const HEDGE_WINNER: &str = "dephase.hedge.winner";
 
 /// Deadline: the time left, in milliseconds — as received (server layer)
-/// or as sent (client layer). Float.
+/// or as sent with the first attempt (client layer; a re-send marked with
+/// its [`Attempt`](crate::retry::Attempt) does not record it again). Float.
 pub const DEADLINE_REMAINING_MS: &str = "dephase.deadline.remaining_ms";
 
 /// Every field name above, for subscribers or tests that want the full list.

@@ -13,7 +13,9 @@
 //!   stale window, interleavings of load / refresh / invalidate;
 //! - `arithmetic`: thresholds and budgets checked against the published
 //!   rules (gRPC A6, Finagle, resilience4j), exactly;
-//! - `redis`: a TCP proxy on loopback that holds single Redis replies.
+//! - `redis`: a TCP proxy on loopback that holds single Redis replies;
+//! - `tail`: the hedge and deadline layers (copies never sent, fatal
+//!   failures, every failed copy booked, expired deadlines, scopes).
 //!
 //! Every wait is bounded: under paused time a hang auto-advances the clock
 //! to a timeout and fails; on the real clock a timeout of a few seconds
@@ -33,3 +35,4 @@ mod races;
 mod readiness;
 #[cfg(feature = "redis")]
 mod redis;
+mod tail;
