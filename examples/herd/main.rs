@@ -19,7 +19,7 @@
 //! - `cron_herd`: 200 jobs at the same period boundary; no offset against
 //!   hash offsets (and index offsets);
 //! - `warmup`: 300 instances starting together; all at once against a pacer.
-//! - `tail`: a steady 500 requests a second against an origin where one
+//! - `tail`: a steady 500 requests a second (8 s) against an origin where one
 //!   request in twenty takes 500 ms (the rest 5 ms): no hedging, tower's
 //!   `Hedge` (no budget) and dephase's `Hedge` (a 5% budget);
 //! - `tail_overload`: the same clients when the origin turns slow for

@@ -22,7 +22,7 @@ const INTERVAL: Duration = Duration::from_millis(2);
 /// little more than one window, so both hedges have an estimate.
 const WARM: usize = 1100;
 /// Measured requests, healthy.
-const MEASURED: usize = 2000;
+const MEASURED: usize = 4000;
 /// Measured requests while the origin is slow for everybody: one second,
 /// less than a window, so the estimates have not caught up.
 const MEASURED_OVERLOAD: usize = 500;
