@@ -92,6 +92,7 @@ pub(crate) enum Local<'a> {
     Pace(&'a crate::pace::error::Overloaded),
     Throttle(&'a crate::throttle::error::Throttled),
     Deadline(&'a crate::deadline::DeadlineExceeded),
+    Limit(&'a crate::limit::error::LimitExceeded),
 }
 
 impl<'a> Local<'a> {
@@ -121,6 +122,9 @@ impl<'a> Local<'a> {
             if let Some(exceeded) = error.downcast_ref() {
                 return Some(Local::Deadline(exceeded));
             }
+            if let Some(exceeded) = error.downcast_ref() {
+                return Some(Local::Limit(exceeded));
+            }
             next = error.source();
         }
         None
@@ -134,6 +138,7 @@ impl<'a> Local<'a> {
             Local::Pace(_) => "pace_overloaded",
             Local::Throttle(_) => "throttled",
             Local::Deadline(_) => "deadline_exceeded",
+            Local::Limit(_) => "limit_exceeded",
         }
     }
 }

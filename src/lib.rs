@@ -33,6 +33,8 @@
 //! | [`breaker`] | a circuit breaker: failure rate over time buckets or consecutive failures, a jittered open time that grows with each re-opening, exactly `K` half-open probes, operator controls, one breaker per key |
 //! | [`hedge`] | hedged requests: copies after a jittered delay taken from a rolling latency percentile, drawn from a retry budget so hedges stay a bounded share of traffic |
 //! | [`deadline`] | deadlines that travel: the remaining time sent in a header (`grpc-timeout`'s format), read by a server layer, honoured by retry, hedge and pace |
+//! | [`fault`] | seeded fault injection to rehearse herds: latency, errors and outages on a schedule, switched at run time |
+//! | [`limit`] | an adaptive concurrency limit (AIMD, Vegas, Gradient2, after Netflix's concurrency-limits) with priority shares; callers over it are turned away with a jittered `retry_after` or released one at a time |
 //! | [`pace`] | admission that waits instead of rejecting: callers released first come first served at a governor quota's rate, with jitter, up to a maximum wait |
 //! | [`throttle`] | adaptive client-side throttling (Google SRE): shed locally in proportion to what the backend refuses |
 //! | [`coalesce`] | request coalescing (singleflight): one call per key in flight, its result to every concurrent caller; no spinning waiters, cancel- and panic-safe |
@@ -123,6 +125,7 @@ mod clock;
 pub mod coalesce;
 pub mod deadline;
 mod error;
+pub mod fault;
 mod flight;
 pub mod guard;
 pub mod hedge;
@@ -130,6 +133,7 @@ pub mod hedge;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
 mod later;
+pub mod limit;
 pub mod measure;
 pub mod offset;
 pub mod pace;

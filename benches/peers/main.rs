@@ -14,7 +14,9 @@
 //!   `get_with` and async_singleflight; the uncontended path; a cache hit
 //!   against moka's `get`;
 //! - `hedge`: the success path (no hedge sent) against tower's `Hedge`,
-//!   both with a latency estimate.
+//!   both with a latency estimate;
+//! - `limit`: the adaptive concurrency limit's success path against
+//!   tower's `ConcurrencyLimit`.
 //!
 //! ```text
 //! cargo bench --bench peers
@@ -25,6 +27,7 @@ use criterion::Criterion;
 
 mod breaker;
 mod hedge;
+mod limit;
 mod retry;
 mod stampede;
 #[path = "../support/mod.rs"]
@@ -35,16 +38,19 @@ fn main() {
     breaker::benches();
     stampede::benches();
     hedge::benches();
+    limit::benches();
     Criterion::default().configure_from_args().final_summary();
     let mut pairs = retry::ratios();
     pairs.extend(breaker::ratios());
     pairs.extend(stampede::ratios());
     pairs.extend(hedge::ratios());
+    pairs.extend(limit::ratios());
     support::report("peers.json", &pairs);
     // The single-thread comparisons again, in paired rounds: the figures
     // to read where criterion's runs, one function after the other, drift.
     let mut paired = retry::paired();
     paired.extend(stampede::paired());
     paired.extend(hedge::paired());
+    paired.extend(limit::paired());
     support::write_paired("peers_paired.json", &paired);
 }

@@ -16,6 +16,7 @@ use dephase::budget::TokenBucket;
 use dephase::cache::{CacheLayer, MemoryStore};
 use dephase::coalesce::CoalesceLayer;
 use dephase::hedge::{HedgeLayer, HedgePolicy};
+use dephase::limit::{ConcurrencyLimitLayer, Fixed, Limiter};
 use dephase::offset::Offset;
 use dephase::redis::RedisStore;
 use dephase::retry::{RetryLayer, RetryPolicy};
@@ -30,7 +31,7 @@ const DASHBOARD: &str = include_str!("../dephase.json");
 const ALERTS: &str = include_str!("../alerts.yaml");
 
 /// Every metric dephase defines (with the `redis` feature).
-const DEFINED: [&str; 20] = [
+const DEFINED: [&str; 22] = [
     metrics::RETRIES,
     metrics::BUDGET_DENIALS,
     metrics::CALL_RETRIES,
@@ -49,6 +50,8 @@ const DEFINED: [&str; 20] = [
     metrics::HEDGES,
     metrics::HEDGE_REFUSALS,
     metrics::HEDGE_ANSWERS,
+    metrics::LIMIT_REJECTIONS,
+    metrics::LIMIT,
     metrics::DELAYS,
     metrics::LAYER,
 ];
@@ -348,6 +351,25 @@ async fn traffic() {
         hedge.clone().oneshot(()).await
     });
     assert!(first.is_ok() && second.is_ok());
+
+    // Concurrency limit: one slot; a caller waits for it, another is
+    // turned away when its wait runs out.
+    let limiter = Limiter::builder()
+        .algorithm(Fixed(1))
+        .max_wait(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let slow = tower::service_fn(|_: ()| async {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        Ok::<_, Infallible>(())
+    });
+    let limited = ConcurrencyLimitLayer::new(limiter).layer(slow);
+    let (a, b, c) = tokio::join!(
+        limited.clone().oneshot(()),
+        limited.clone().oneshot(()),
+        limited.clone().oneshot(())
+    );
+    assert!(a.is_ok() && b.is_ok() && c.is_err());
 
     // A deterministic offset.
     Offset::index(1, 4, Duration::from_secs(4))

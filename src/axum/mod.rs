@@ -12,6 +12,7 @@
 //! | a pacer's [`Overloaded`](crate::pace::error::Overloaded) | `429 Too Many Requests`, `Retry-After`: how much later the turn would have been within the maximum wait (the wait it was offered minus the maximum wait), rounded up |
 //! | a throttle's [`Throttled`](crate::throttle::error::Throttled) | `503 Service Unavailable`, `Retry-After: 1` |
 //! | a deadline's [`DeadlineExceeded`](crate::deadline::DeadlineExceeded) | `504 Gateway Timeout` |
+//! | a concurrency limit's [`LimitExceeded`](crate::limit::error::LimitExceeded) | `503 Service Unavailable`, `Retry-After`: its jittered `retry_after`, rounded up |
 //!
 //! A rejection is found also when it comes wrapped in a coalesced or
 //! cached call's shared error. Each of them is also `IntoResponse`, and

@@ -67,6 +67,18 @@ impl IntoResponse for crate::deadline::DeadlineExceeded {
     }
 }
 
+/// `503 Service Unavailable` with `Retry-After` (the jittered
+/// `retry_after`, rounded up): the concurrency limit was reached.
+impl IntoResponse for crate::limit::error::LimitExceeded {
+    fn into_response(self) -> Response {
+        answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(self.retry_after()),
+            self.to_string(),
+        )
+    }
+}
+
 /// The response for an error of a service behind dephase's layers: a
 /// breaker's, a pacer's or a throttle's rejection, or a deadline's
 /// [`DeadlineExceeded`](crate::deadline::DeadlineExceeded), answers as its
@@ -99,6 +111,7 @@ pub fn error_response(error: crate::BoxError) -> Response {
         Some(Local::Pace(overloaded)) => overloaded.clone().into_response(),
         Some(Local::Throttle(throttled)) => throttled.clone().into_response(),
         Some(Local::Deadline(exceeded)) => exceeded.clone().into_response(),
+        Some(Local::Limit(exceeded)) => exceeded.clone().into_response(),
         None => {
             tracing::event!(
                 target: "dephase::axum",

@@ -5,8 +5,8 @@
 pub(crate) use super::metrics::{
     applied_offset, breaker_gone_open, breaker_rejected, breaker_transition, budget_denied,
     cache_recompute, cache_result, cache_store, cache_ttl_offset, coalesce_follower,
-    hedge_answered, hedge_refused, hedge_sent, pace_overloaded, pace_waited, redis_lease,
-    retried_call, retry, throttle_rejected,
+    hedge_answered, hedge_refused, hedge_sent, limit_changed, limit_rejected, limit_waited,
+    pace_overloaded, pace_waited, redis_lease, retried_call, retry, throttle_rejected,
 };
 
 #[cfg(not(feature = "otel"))]
@@ -58,6 +58,12 @@ mod off {
     pub(crate) fn hedge_refused(_reason: &'static str) {}
     #[inline(always)]
     pub(crate) fn hedge_answered(_winner: &'static str) {}
+    #[inline(always)]
+    pub(crate) fn limit_rejected() {}
+    #[inline(always)]
+    pub(crate) fn limit_changed(_limit: u32) {}
+    #[inline(always)]
+    pub(crate) fn limit_waited(_waited: Duration) {}
     #[inline(always)]
     pub(crate) fn redis_lease(_lease: &'static str, _waited: Duration) {}
 }

@@ -69,10 +69,16 @@ pub const HEDGE_REFUSALS: &str = "dephase.hedge.refusals";
 /// Requests whose hedge came due, by which copy answered (attribute
 /// `dephase.hedge.winner`: `original`, `hedge`). Counter.
 pub const HEDGE_ANSWERS: &str = "dephase.hedge.answers";
+/// Callers a concurrency limit turned away. Counter.
+pub const LIMIT_REJECTIONS: &str = "dephase.limit.rejections";
+/// The concurrency limits' latest value (the last limit set by any
+/// limiter of the process). Gauge, unit `{request}`.
+pub const LIMIT: &str = "dephase.limit.limit";
 /// The attribute that says why a hedge was not sent.
 pub const HEDGE_REFUSAL: &str = "dephase.hedge.refusal";
 /// Delays applied, in seconds (attribute `dephase.layer`: `retry` (a
-/// backoff), `hedge` (how long a request had run when a hedge was sent), `breaker` (an open time), `cache` (a TTL jitter), `pace` (a
+/// backoff), `hedge` (how long a request had run when a hedge was sent),
+/// `limit` (a caller's wait for a concurrency slot), `breaker` (an open time), `cache` (a TTL jitter), `pace` (a
 /// wait), `offset` (a deterministic offset), `redis` (the polling of a
 /// replica that waited for another's load)). Histogram, unit `s`.
 pub const DELAYS: &str = "dephase.delay";
@@ -106,6 +112,8 @@ struct Instruments {
     hedges: Counter<u64>,
     hedge_refusals: Counter<u64>,
     hedge_answers: Counter<u64>,
+    limit_rejections: Counter<u64>,
+    limit: opentelemetry::metrics::Gauge<u64>,
     delays: Histogram<f64>,
 }
 
@@ -190,6 +198,16 @@ impl Instruments {
                 "{request}",
                 "Requests whose hedge came due, by the copy that answered",
             ),
+            limit_rejections: counter(
+                LIMIT_REJECTIONS,
+                "{call}",
+                "Callers a concurrency limit turned away",
+            ),
+            limit: meter
+                .u64_gauge(LIMIT)
+                .with_unit("{request}")
+                .with_description("The latest concurrency limit")
+                .build(),
             delays: meter
                 .f64_histogram(DELAYS)
                 .with_unit("s")
@@ -341,4 +359,16 @@ pub(crate) fn hedge_answered(winner: &'static str) {
     instruments()
         .hedge_answers
         .add(1, &[KeyValue::new(super::HEDGE_WINNER, winner)]);
+}
+
+pub(crate) fn limit_rejected() {
+    instruments().limit_rejections.add(1, &[]);
+}
+
+pub(crate) fn limit_changed(limit: u32) {
+    instruments().limit.record(u64::from(limit), &[]);
+}
+
+pub(crate) fn limit_waited(waited: Duration) {
+    delay("limit", waited);
 }

@@ -90,6 +90,19 @@ pub const HEDGE_WINNER: &str = "dephase.hedge.winner";
 /// its [`Attempt`](crate::retry::Attempt) does not record it again). Float.
 pub const DEADLINE_REMAINING_MS: &str = "dephase.deadline.remaining_ms";
 
+/// Limit: the concurrency limit when a caller was turned away. Integer.
+pub const LIMIT_CURRENT: &str = "dephase.limit.current";
+
+/// Limit: requests in flight when a caller was turned away. Integer.
+pub const LIMIT_IN_FLIGHT: &str = "dephase.limit.in_flight";
+
+/// Limit: how long the caller waited for a slot (recorded when it waited,
+/// or was turned away), in milliseconds. Float.
+pub const LIMIT_WAIT_MS: &str = "dephase.limit.wait_ms";
+
+/// Limit: the caller's partition, when it was turned away.
+pub const LIMIT_PRIORITY: &str = "dephase.limit.priority";
+
 /// Every field name above, for subscribers or tests that want the full list.
 pub const ALL_FIELDS: &[&str] = &[
     RESEND_COUNT,
@@ -114,4 +127,8 @@ pub const ALL_FIELDS: &[&str] = &[
     HEDGE_SENT,
     HEDGE_WINNER,
     DEADLINE_REMAINING_MS,
+    LIMIT_CURRENT,
+    LIMIT_IN_FLIGHT,
+    LIMIT_WAIT_MS,
+    LIMIT_PRIORITY,
 ];
