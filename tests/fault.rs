@@ -1,3 +1,4 @@
+#![cfg(feature = "http")]
 //! The fault layer under paused time: shares of errors and delays drawn
 //! from a seeded source (the same run twice gives the same faults), an
 //! outage scheduled between two instants, a plan swapped while traffic

@@ -477,6 +477,7 @@ async fn each_attempt_has_its_own_span_with_its_resend_count() {
     );
 }
 
+#[cfg(feature = "http")]
 #[tokio::test(start_paused = true)]
 async fn a_hedged_request_and_a_propagated_deadline_export_what_they_did() {
     use dephase::deadline::{Deadline, PropagateDeadlineLayer, ServerDeadlineLayer};

@@ -27,13 +27,17 @@
 //!   tower's hedges double the load, dephase's budget holds them;
 //! - `deadline_chain`: three axum services in a chain, each retrying; the
 //!   edge client gives up after 1 s; origin work started after that, with
-//!   and without the deadline travelling (`grpc-timeout`).
+//!   and without the deadline travelling (`grpc-timeout`);
+//! - `capacity_drop`: the origin's capacity drops from 64 to 16 for three
+//!   seconds; clients at 3× the low capacity through a fixed concurrency
+//!   limit, Gradient2 and Vegas.
 //!
 //! For each it prints origin calls, amplification, the peak of origin
 //! requests in any 10 ms, peak-to-mean, success rate and latency; writes
 //! `target/herd/report.json` and `target/herd/<scenario>.svg` (origin
 //! requests per 10 ms over time, naive and dephase on the same axes).
 
+mod capacity;
 mod chain;
 mod origin;
 mod report;

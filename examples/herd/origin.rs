@@ -36,12 +36,26 @@ pub const TAIL_SLOW: Duration = Duration::from_millis(500);
 pub const TAIL_FAST: Duration = Duration::from_millis(5);
 /// Every `/overloaded` request.
 pub const OVERLOADED: Duration = Duration::from_millis(200);
+/// `/capacity`: requests served at once, except ...
+pub const HIGH_CAPACITY: usize = 64;
+/// ... between [`DROP_FROM`] and [`DROP_UNTIL`] after the origin started.
+pub const LOW_CAPACITY: usize = 16;
+/// When `/capacity` drops to [`LOW_CAPACITY`].
+pub const DROP_FROM: Duration = Duration::from_secs(2);
+/// When it is back to [`HIGH_CAPACITY`].
+pub const DROP_UNTIL: Duration = Duration::from_secs(5);
+/// How long a `/capacity` request takes once it has a slot.
+pub const CAPACITY_TIME: Duration = Duration::from_millis(50);
 
 struct State_ {
     capacity: Semaphore,
     calls: Recorder,
     /// `/tail` requests so far: request `n` is slow by a fixed hash of `n`.
     tail: std::sync::atomic::AtomicU64,
+    /// `/capacity`'s slots outside and inside the drop, and its start.
+    high: Semaphore,
+    low: Semaphore,
+    start: Instant,
 }
 
 async fn work(State(origin): State<Arc<State_>>) -> Response {
@@ -100,6 +114,25 @@ async fn tail_warm(State(origin): State<Arc<State_>>) -> Response {
     (StatusCode::OK, "done").into_response()
 }
 
+/// `/capacity`: 64 at a time (16 between 2 s and 5 s after the origin
+/// started), 50 ms each; the rest wait their turn (the latency grows, as a
+/// saturated server's does). Recorded.
+async fn capacity(State(origin): State<Arc<State_>>) -> Response {
+    origin.calls.mark();
+    let since = origin.start.elapsed();
+    let slots = if (DROP_FROM..DROP_UNTIL).contains(&since) {
+        &origin.low
+    } else {
+        &origin.high
+    };
+    let _slot = slots
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    tokio::time::sleep(CAPACITY_TIME).await;
+    (StatusCode::OK, "done").into_response()
+}
+
 /// `/overloaded`: every request takes 200 ms. Recorded.
 async fn overloaded(State(origin): State<Arc<State_>>) -> Response {
     origin.calls.mark();
@@ -130,6 +163,9 @@ impl Origin {
             capacity: Semaphore::new(CAPACITY),
             calls: calls.clone(),
             tail: std::sync::atomic::AtomicU64::new(0),
+            high: Semaphore::new(HIGH_CAPACITY),
+            low: Semaphore::new(LOW_CAPACITY),
+            start,
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -144,6 +180,7 @@ impl Origin {
             .route("/tail", axum::routing::get(tail))
             .route("/tail/warm", axum::routing::get(tail_warm))
             .route("/overloaded", axum::routing::get(overloaded))
+            .route("/capacity", axum::routing::get(capacity))
             .with_state(state);
         let stop = Arc::new(Notify::new());
         let stopped = stop.clone();

@@ -594,7 +594,7 @@ pub async fn warmup(settings: Settings) -> Result<Scenario, BoxError> {
 }
 
 /// Every scenario's name, in the order they run.
-pub const NAMES: [&str; 7] = [
+pub const NAMES: [&str; 8] = [
     "retry_storm",
     "cache_stampede",
     "cron_herd",
@@ -602,6 +602,7 @@ pub const NAMES: [&str; 7] = [
     "tail",
     "tail_overload",
     "deadline_chain",
+    "capacity_drop",
 ];
 
 /// Runs the scenario called `name`.
@@ -614,6 +615,7 @@ pub async fn run(name: &str, settings: Settings) -> Result<Scenario, BoxError> {
         "tail" => crate::tail::tail(settings).await,
         "tail_overload" => crate::tail::tail_overload(settings).await,
         "deadline_chain" => crate::chain::deadline_chain(settings).await,
+        "capacity_drop" => crate::capacity::capacity_drop(settings).await,
         other => Err(format!("no scenario {other:?} (one of {NAMES:?})").into()),
     }
 }

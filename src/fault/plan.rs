@@ -235,11 +235,11 @@ mod tests {
         let quarter = u64::MAX / 4;
         // Below the share: an error; above: a call.
         assert!(matches!(
-            plan.decide(MS, [u64::MAX, quarter - 1]),
+            plan.decide(MS, [u64::MAX, quarter - (1 << 20)]),
             Decision::Fail { .. }
         ));
         assert!(matches!(
-            plan.decide(MS, [u64::MAX, quarter + 1]),
+            plan.decide(MS, [u64::MAX, quarter + (1 << 20)]),
             Decision::Call { delay: None }
         ));
         // Latency for half of the draws, inside its range.

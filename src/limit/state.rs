@@ -8,7 +8,11 @@
 //! limit is reached). Each finished request adds its round trip to the
 //! window (a few relaxed adds); the first request to finish after the
 //! window's end rolls it, under a lock taken once per window, feeding the
-//! algorithm one [`Sample`].
+//! algorithm one [`Sample`]. Round trips are read on the crate's clock: the
+//! kernel's coarse clock in a multi-thread runtime when its step is at most
+//! a tenth of the window (each round trip then off by up to a step, 4 ms
+//! on Linux's default; the window's average by less), tokio's otherwise
+//! (exact, and paused in tests).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -16,8 +20,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Waker;
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use super::algorithm::{Gradient2, LimitAlgorithm, Sample};
 use super::error::LimitExceeded;
@@ -160,7 +162,8 @@ pub(super) enum Seen {
 pub(super) struct Permit {
     shared: Arc<Shared>,
     partition: Option<usize>,
-    started: Instant,
+    /// When the request was admitted, on the limiter's clock.
+    started: u64,
     in_flight: u32,
 }
 
@@ -168,8 +171,8 @@ impl Permit {
     /// The request finished: its round trip goes into the window.
     pub(super) fn finish(self, seen: Seen) {
         if seen != Seen::Ignored {
-            let now = Instant::now();
-            let rtt = now.saturating_duration_since(self.started);
+            let now = self.shared.clock.elapsed_nanos();
+            let rtt = now.saturating_sub(self.started);
             self.shared
                 .sample(rtt, self.in_flight, seen == Seen::Dropped, now);
         }
@@ -252,7 +255,7 @@ impl Limiter {
         Permit {
             shared: Arc::clone(&self.shared),
             partition,
-            started: Instant::now(),
+            started: self.shared.clock.elapsed_nanos(),
             in_flight,
         }
     }
@@ -423,9 +426,8 @@ impl Shared {
 
     /// Adds a finished request's round trip to the window; rolls the window
     /// if it is over.
-    fn sample(&self, rtt: Duration, in_flight: u32, dropped: bool, now: Instant) {
+    fn sample(&self, rtt: u64, in_flight: u32, dropped: bool, reading: u64) {
         let window = &self.window;
-        let rtt = nanos(rtt);
         if rtt < window.min_rtt {
             return;
         }
@@ -437,7 +439,6 @@ impl Shared {
         if dropped {
             window.dropped.store(true, Ordering::Relaxed);
         }
-        let reading = self.clock.reading(now);
         let end = window.end.load(Ordering::Relaxed);
         if reading >= end {
             self.roll(end, reading);
@@ -671,7 +672,10 @@ impl LimiterBuilder {
                 min_samples: self.min_samples,
                 min_rtt: nanos(self.min_rtt),
             },
-            clock: Clock::exact(),
+            // Round trips read coarsely where that is a tenth of a window
+            // (see `crate::clock`): each is off by up to the coarse step,
+            // the window's average by less.
+            clock: Clock::new(self.min_window),
             last_rtt: AtomicU64::new(0),
             max_wait: self.max_wait,
             max_queued: self.max_queued,
