@@ -1,4 +1,4 @@
-#![cfg(feature = "http")]
+#![cfg(all(feature = "http", feature = "axum"))]
 //! A new user's two programs (a client stack, an axum server calling it), written from the README section "The tail:
 //! hedged requests under a budget, deadlines that travel" and the rustdoc
 //! of `dephase::hedge` and `dephase::deadline`.
