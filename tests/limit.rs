@@ -32,9 +32,11 @@ fn sample(rtt_ms: u64, in_flight: u32, dropped: bool) -> Sample {
 
 #[test]
 fn aimd_adds_one_when_in_use_and_multiplies_on_a_drop() {
-    // AIMDLimit._update: drop or rtt > timeout → max(1, min(limit − 1,
-    // (int)(limit × backoff))); else inflight × 2 ≥ limit → limit + 1.
-    let mut aimd = Aimd::new();
+    // AIMDLimit._update: drop or rtt > timeout → (int)(limit × backoff);
+    // else inflight × 2 ≥ limit → limit + 1; within [min, max]. Netflix's
+    // builder defaults: initial 20, min 20, max 200.
+    assert_eq!(Aimd::new().initial(), 20.0);
+    let mut aimd = Aimd::new().range(1, 1000).unwrap().initial_limit(10);
     assert_eq!(aimd.initial(), 10.0);
     assert_eq!(aimd.update(&sample(10, 5, false)), 11.0, "5 × 2 ≥ 10");
     assert_eq!(
@@ -43,14 +45,18 @@ fn aimd_adds_one_when_in_use_and_multiplies_on_a_drop() {
         "5 × 2 < 11: no growth"
     );
     assert_eq!(aimd.update(&sample(10, 11, true)), 9.0, "min(10, ⌊9.9⌋)");
-    let mut slow = Aimd::new().timeout(Duration::from_millis(100));
+    let mut slow = Aimd::new()
+        .range(1, 1000)
+        .unwrap()
+        .initial_limit(10)
+        .timeout(Duration::from_millis(100));
     assert_eq!(
         slow.update(&sample(200, 10, false)),
         9.0,
         "slower than the timeout: a drop"
     );
     // min(limit − 1, ...) keeps a small limit moving down, never below 1.
-    let mut small = Aimd::new().initial_limit(2);
+    let mut small = Aimd::new().range(1, 1000).unwrap().initial_limit(2);
     assert_eq!(small.update(&sample(10, 2, true)), 1.0);
     assert_eq!(small.update(&sample(10, 1, true)), 1.0);
     assert!(Aimd::new().backoff(0.4).is_err());
@@ -103,11 +109,12 @@ fn gradient2_follows_the_long_to_short_round_trip_ratio() {
     assert!(close(g.update(&sample(10, 20, false)), 20.8));
     // long = 10: new = 24.8; 20.8 × 0.8 + 24.8 × 0.2 = 21.6.
     assert!(close(g.update(&sample(10, 20, false)), 21.6));
-    // long = (10 + 10 + 20) / 3, gradient = long / 20 = 2/3:
-    // new = 21.6 × 2/3 + 4 = 18.4; 21.6 × 0.8 + 18.4 × 0.2 = 20.96.
-    assert!(close(g.update(&sample(20, 21, false)), 20.96));
-    // App-limited (5 < 20.96 / 2): unchanged.
-    assert!(close(g.update(&sample(20, 5, false)), 20.96));
+    // long = (10 + 10 + 40) / 3 = 20, gradient = 1.5 × 20 / 40 = 0.75
+    // (Netflix's rttTolerance 1.5): new = 21.6 × 0.75 + 4 = 20.2;
+    // 21.6 × 0.8 + 20.2 × 0.2 = 21.32.
+    assert!(close(g.update(&sample(40, 21, false)), 21.32));
+    // App-limited (5 < 21.32 / 2): unchanged.
+    assert!(close(g.update(&sample(20, 5, false)), 21.32));
     // Drops are not an input.
     assert!(close(
         g.update(&sample(15, 21, true)),
@@ -117,16 +124,16 @@ fn gradient2_follows_the_long_to_short_round_trip_ratio() {
 
 #[test]
 fn gradient2_recovers_its_long_average_after_an_overload() {
-    // long / short > 2 → long × 0.9 (the gradient uses the value before).
+    // long / short > 2 → long × 0.95 (the gradient uses the value before).
     let mut g = Gradient2::new();
     for _ in 0..10 {
         g.update(&sample(100, 20, false));
     }
     let before = g.long_rtt();
-    // long = 100 × (1 − 2/601) + 10 × 2/601, then × 0.9.
+    // long = 100 × (1 − 2/601) + 10 × 2/601, then × 0.95.
     g.update(&sample(10, 20, false));
     let f = 2.0 / 601.0;
-    let expected = (0.1 * (1.0 - f) + 0.01 * f) * 0.9;
+    let expected = (0.1 * (1.0 - f) + 0.01 * f) * 0.95;
     assert!(
         (g.long_rtt().as_secs_f64() - expected).abs() < 1e-9,
         "{:?} {before:?}",
@@ -383,7 +390,7 @@ async fn drops_bring_an_aimd_limit_down_and_answers_bring_it_back() {
     // are in flight; callers keep 12 in flight. AIMD's limit settles
     // around what the backend takes.
     let limiter = Limiter::builder()
-        .algorithm(Aimd::new().initial_limit(12))
+        .algorithm(Aimd::new().range(1, 100).unwrap().initial_limit(12))
         .window(100 * MS, 100 * MS)
         .min_samples(5)
         .build()

@@ -178,7 +178,7 @@ pub async fn capacity_drop(_: Settings) -> Result<Scenario, BoxError> {
         name: "capacity_drop",
         title: "A capacity drop: requests reaching the origin every 10 ms",
         description: format!(
-            "The origin serves {HIGH_CAPACITY} at a time ({CAPACITY_TIME:?} each), {LOW_CAPACITY} from {DROP_FROM:?} to {DROP_UNTIL:?}, then {HIGH_CAPACITY} again; excess requests queue at the origin. Clients send one request every {INTERVAL:?} (3× the low capacity) through a concurrency limit that turns away what it does not admit. naive: a fixed limit of {HIGH_CAPACITY}. dephase: Gradient2 (Netflix's formula; range 4..200, queue 3, smoothing 0.6), windows of {WINDOW:?}. Third column: Vegas (Netflix's defaults, max 200)."
+            "The origin serves {HIGH_CAPACITY} at a time ({CAPACITY_TIME:?} each), {LOW_CAPACITY} from {DROP_FROM:?} to {DROP_UNTIL:?}, then {HIGH_CAPACITY} again; excess requests queue at the origin. Clients send one request every {INTERVAL:?} (3× the low capacity) through a concurrency limit that turns away what it does not admit. naive: a fixed limit of {HIGH_CAPACITY}. dephase: Gradient2 (Netflix's formula, rttTolerance 1.5; range 4..200, queue 3, smoothing 0.6), windows of {WINDOW:?}. Third column: Vegas (Netflix's defaults, max 200)."
         ),
         outage: Duration::ZERO,
         capacity: None,

@@ -33,7 +33,8 @@ impl Latency {
             Latency::Exponential(mean) => {
                 // −ln(1 − u) with u in [0, 1): finite, capped at 20 means.
                 let f = (u >> 11) as f64 / (1u64 << 53) as f64;
-                mean.mul_f64((-(1.0 - f).ln()).min(20.0))
+                let factor = (-(1.0 - f).ln()).min(20.0);
+                Duration::try_from_secs_f64(mean.as_secs_f64() * factor).unwrap_or(Duration::MAX)
             }
         }
     }

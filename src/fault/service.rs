@@ -94,14 +94,12 @@ where
                 // goes on with a clone.
                 let clone = self.inner.clone();
                 let readied = std::mem::replace(&mut self.inner, clone);
-                let at = Instant::now() + delay;
+                let at = later(delay);
                 ResponseFuture::later(SendLater::at(Some(at), readied, request, (), None))
             }
-            Decision::Fail { delay, kind } => ResponseFuture::fail(
-                Injected::new(kind),
-                delay.map(|d| Instant::now() + d),
-                self.respond.clone(),
-            ),
+            Decision::Fail { delay, kind } => {
+                ResponseFuture::fail(Injected::new(kind), delay.map(later), self.respond.clone())
+            }
         }
     }
 }
@@ -164,4 +162,12 @@ impl<S, R: Clone> Layer<S> for FaultLayer<R> {
             respond: self.respond.clone(),
         }
     }
+}
+
+/// `delay` from now, or about 30 years for a delay too long for an
+/// instant (a call scripted never to answer).
+fn later(delay: std::time::Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(delay)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(86_400 * 365 * 30))
 }

@@ -37,15 +37,11 @@ pub trait LimitAlgorithm: Send + 'static {
     fn update(&mut self, sample: &Sample) -> f64;
 }
 
-/// Netflix's `Log10RootFunction`: `max(1, ⌊log₁₀ n⌋)` below 1000, `⌊√n⌋`
-/// from there — how Vegas scales its thresholds with the limit.
+/// Netflix's `Log10RootFunction` (as fixed in 2018: `⌊log₁₀ n⌋` above
+/// 1000 too): `max(1, ⌊log₁₀ n⌋)` — how Vegas scales its thresholds with
+/// the limit.
 fn log10_root(n: f64) -> f64 {
-    let n = n.max(0.0);
-    if n < 1000.0 {
-        n.log10().floor().max(1.0)
-    } else {
-        n.sqrt().floor()
-    }
+    n.max(1.0).log10().floor().max(1.0)
 }
 
 // ----- AIMD ------------------------------------------------------------
@@ -58,8 +54,8 @@ fn log10_root(n: f64) -> f64 {
 /// if dropped or rtt > timeout:  limit = max(min, min(limit − 1, ⌊limit × backoff⌋))
 /// else if in_flight × 2 ≥ limit: limit = limit + 1
 /// ```
-/// (then at most `max`). Defaults: initial 10, backoff 0.9, timeout 5 s,
-/// min 1, max 1000.
+/// (then within `[min, max]`). Defaults, as Netflix's builder: initial 20,
+/// backoff 0.9, timeout 5 s, min 20, max 200.
 #[derive(Debug, Clone)]
 pub struct Aimd {
     limit: f64,
@@ -73,17 +69,17 @@ impl Aimd {
     /// The defaults above.
     pub fn new() -> Aimd {
         Aimd {
-            limit: 10.0,
+            limit: 20.0,
             backoff: 0.9,
             timeout: Duration::from_secs(5),
-            min: 1.0,
-            max: 1000.0,
+            min: 20.0,
+            max: 200.0,
         }
     }
 
-    /// The limit to start from (default 10).
+    /// The limit to start from (default 20; kept within the range).
     pub fn initial_limit(mut self, limit: u32) -> Self {
-        self.limit = f64::from(limit.max(1));
+        self.limit = f64::from(limit.max(1)).clamp(self.min, self.max);
         self
     }
 
@@ -108,7 +104,7 @@ impl Aimd {
         self
     }
 
-    /// The range the limit stays in (default 1 to 1000).
+    /// The range the limit stays in (default 20 to 200).
     ///
     /// # Errors
     ///
@@ -117,6 +113,7 @@ impl Aimd {
         check_range(min, max)?;
         self.min = f64::from(min);
         self.max = f64::from(max);
+        self.limit = self.limit.clamp(self.min, self.max);
         Ok(self)
     }
 }
@@ -167,8 +164,7 @@ fn check_range(min: u32, max: u32) -> Result<(), ConfigError> {
 /// Delay-based, after TCP Vegas: the queue a window implies,
 /// `queue = ⌈limit × (1 − rtt_noload / rtt)⌉`, is kept between `α` and
 /// `β`. Netflix `VegasLimit`, with its functions of the limit
-/// (`L = log10_root(limit)`: `max(1, ⌊log₁₀ limit⌋)` below 1000, `⌊√limit⌋`
-/// above):
+/// (`L = max(1, ⌊log₁₀ limit⌋)`, Netflix's `Log10RootFunction`):
 ///
 /// ```text
 /// α = 3L, β = 6L, threshold = L
@@ -226,15 +222,16 @@ impl Vegas {
         self.probe_jitter = 0.5 + (self.rng.fraction() >> 11) as f64 / (1u64 << 54) as f64;
     }
 
-    /// The limit to start from (default 20).
+    /// The limit to start from (default 20; at most the maximum).
     pub fn initial_limit(mut self, limit: u32) -> Self {
-        self.limit = f64::from(limit.max(1));
+        self.limit = f64::from(limit.max(1)).min(self.max);
         self
     }
 
     /// The largest limit (default 1000).
     pub fn max_limit(mut self, max: u32) -> Self {
         self.max = f64::from(max.max(1));
+        self.limit = self.limit.min(self.max);
         self
     }
 
@@ -324,14 +321,15 @@ impl LimitAlgorithm for Vegas {
 ///
 /// ```text
 /// long = exponential average of rtt over 600 samples (the first 10 averaged)
-/// if long / rtt > 2:      long = long × 0.9      (recover after an overload)
+/// if long / rtt > 2:      long = long × 0.95     (recover after an overload)
 /// if in_flight < limit/2: unchanged              (app-limited)
-/// gradient = clamp(long / rtt, 0.5, 1)
+/// gradient = clamp(tolerance × long / rtt, 0.5, 1)
 /// new = limit × gradient + queue
 /// limit = limit × (1 − s) + new × s, clamped to [min, max]
 /// ```
 /// Defaults: initial 20, min 20, max 200, queue 4, smoothing 0.2, long
-/// window 600. Drops are not an input (the round trip is).
+/// window 600, tolerance 1.5 (round trips up to 1.5× the long average are
+/// not queueing). Drops are not an input (the round trip is).
 #[derive(Debug, Clone)]
 pub struct Gradient2 {
     limit: f64,
@@ -339,6 +337,7 @@ pub struct Gradient2 {
     max: f64,
     queue: f64,
     smoothing: f64,
+    tolerance: f64,
     long: ExpAvg,
 }
 
@@ -376,6 +375,7 @@ impl Gradient2 {
             max: 200.0,
             queue: 4.0,
             smoothing: 0.2,
+            tolerance: 1.5,
             long: ExpAvg {
                 value: 0.0,
                 sum: 0.0,
@@ -386,9 +386,9 @@ impl Gradient2 {
         }
     }
 
-    /// The limit to start from (default 20).
+    /// The limit to start from (default 20; kept within the range).
     pub fn initial_limit(mut self, limit: u32) -> Self {
-        self.limit = f64::from(limit.max(1));
+        self.limit = f64::from(limit.max(1)).clamp(self.min, self.max);
         self
     }
 
@@ -401,6 +401,18 @@ impl Gradient2 {
         check_range(min, max)?;
         self.min = f64::from(min);
         self.max = f64::from(max);
+        self.limit = self.limit.clamp(self.min, self.max);
+        Ok(self)
+    }
+
+    /// Round trips up to `tolerance` × the long average count as no
+    /// queueing (default 1.5, Netflix's `rttTolerance`; at least 1).
+    ///
+    /// # Errors
+    ///
+    /// Below 1 or not finite (`limit.tolerance`).
+    pub fn tolerance(mut self, tolerance: f64) -> Result<Self, ConfigError> {
+        self.tolerance = check_f64("limit.tolerance", tolerance, 1.0, f64::MAX)?;
         Ok(self)
     }
 
@@ -429,7 +441,7 @@ impl Gradient2 {
 
     /// The long-term average round trip (zero before the first sample).
     pub fn long_rtt(&self) -> Duration {
-        Duration::from_secs_f64(self.long.value.max(0.0))
+        Duration::try_from_secs_f64(self.long.value.max(0.0)).unwrap_or(Duration::MAX)
     }
 }
 
@@ -450,13 +462,13 @@ impl LimitAlgorithm for Gradient2 {
         // below uses the value before it.
         let long = self.long.add(short);
         if long / short > 2.0 {
-            self.long.value *= 0.9;
+            self.long.value *= 0.95;
         }
         let limit = self.limit;
         if f64::from(sample.in_flight) < limit / 2.0 {
             return limit;
         }
-        let gradient = (long / short).clamp(0.5, 1.0);
+        let gradient = (self.tolerance * long / short).clamp(0.5, 1.0);
         let new = limit * gradient + self.queue;
         let new = limit * (1.0 - self.smoothing) + new * self.smoothing;
         self.limit = new.clamp(self.min, self.max);

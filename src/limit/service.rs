@@ -149,7 +149,11 @@ impl<S, C, P> ConcurrencyLimit<S, C, P> {
             request: Some(request),
             since,
         };
-        ResponseFuture::waiting(wait, since + max_wait, classify)
+        // A wait too long for an instant never runs out (about 30 years).
+        let until = since
+            .checked_add(max_wait)
+            .unwrap_or_else(|| since + std::time::Duration::from_secs(86_400 * 365 * 30));
+        ResponseFuture::waiting(wait, until, classify)
     }
 }
 

@@ -98,6 +98,9 @@ impl Partition {
 /// The sampling window (Netflix's `WindowedLimit`).
 struct Window {
     end: AtomicU64,
+    /// The window's shortest round trip: its length is twice that (Netflix's
+    /// candidate round trip of an average window).
+    rtt_min: AtomicU64,
     rtt_sum: AtomicU64,
     count: AtomicU32,
     max_in_flight: AtomicU32,
@@ -239,15 +242,17 @@ impl Limiter {
         }
     }
 
-    /// A slot now for a request of `partition`, if there is one and no
-    /// caller is waiting before it.
+    /// A slot now for a request of `partition`: a free one if no caller
+    /// is waiting before it; else its partition's reserved share, if the
+    /// partition is under it (waiting callers do not take a reserve away).
     #[inline]
     pub(super) fn try_acquire(&self, partition: Option<usize>) -> Option<Permit> {
         let shared = &self.shared;
-        if shared.queued.load(Ordering::Relaxed) > 0 {
-            return None;
-        }
-        let in_flight = shared.admit(partition)?;
+        let in_flight = if shared.queued.load(Ordering::SeqCst) > 0 {
+            shared.admit_reserved(partition)?
+        } else {
+            shared.admit(partition)?
+        };
         Some(self.permit(partition, in_flight))
     }
 
@@ -275,7 +280,7 @@ impl Limiter {
             .filter(|p| *p < shared.partitions.len())
             .unwrap_or(shared.partitions.len());
         queue[lane].push_back(Arc::clone(&waiter));
-        shared.queued.fetch_add(1, Ordering::Relaxed);
+        shared.queued.fetch_add(1, Ordering::SeqCst);
         drop(queue);
         // A slot may have freed between the caller's try and its queueing.
         shared.grant();
@@ -289,7 +294,8 @@ impl Limiter {
             state.granted = false;
             drop(state);
             self.shared.counts.waited.add();
-            let in_flight = self.in_flight();
+            // The count before this caller's own slot, as on the direct path.
+            let in_flight = self.in_flight().saturating_sub(1);
             return Some(self.permit(waiter.partition, in_flight));
         }
         match &mut state.waker {
@@ -317,7 +323,7 @@ impl Limiter {
         let mut state = waiter.state.lock().unwrap_or_else(PoisonError::into_inner);
         if std::mem::take(&mut state.granted) {
             drop(state);
-            let in_flight = self.in_flight();
+            let in_flight = self.in_flight().saturating_sub(1);
             return Some(self.permit(waiter.partition, in_flight));
         }
         None
@@ -361,7 +367,7 @@ impl Shared {
     fn admit(&self, partition: Option<usize>) -> Option<u32> {
         let limit = self.limit.load(Ordering::Relaxed);
         let part = partition.and_then(|p| self.partitions.get(p));
-        let mut current = self.in_flight.load(Ordering::Relaxed);
+        let mut current = self.in_flight.load(Ordering::SeqCst);
         loop {
             if current >= limit {
                 // Over the limit: the partition's reserved share still admits.
@@ -387,12 +393,29 @@ impl Shared {
         }
     }
 
+    /// Takes a slot from `partition`'s reserved share only (over the limit,
+    /// with callers waiting for the free slots).
+    fn admit_reserved(&self, partition: Option<usize>) -> Option<u32> {
+        let part = partition.and_then(|p| self.partitions.get(p))?;
+        if self.in_flight.load(Ordering::Relaxed) < self.limit.load(Ordering::Relaxed) {
+            // Free slots are the waiting callers'.
+            return None;
+        }
+        if !part.try_acquire() {
+            return None;
+        }
+        Some(self.in_flight.fetch_add(1, Ordering::AcqRel))
+    }
+
     fn release(&self, partition: Option<usize>) {
         if let Some(part) = partition.and_then(|p| self.partitions.get(p)) {
             part.busy.fetch_sub(1, Ordering::Relaxed);
         }
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if self.queued.load(Ordering::Relaxed) > 0 {
+        // SeqCst with the queueing side (`enqueue`: `queued` up, then a
+        // look at `in_flight`): one of the two sees the other, so a slot
+        // freed while a caller queues is never missed.
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.queued.load(Ordering::SeqCst) > 0 {
             self.grant();
         }
     }
@@ -432,6 +455,7 @@ impl Shared {
             return;
         }
         window.rtt_sum.fetch_add(rtt, Ordering::Relaxed);
+        window.rtt_min.fetch_min(rtt, Ordering::Relaxed);
         window.count.fetch_add(1, Ordering::Relaxed);
         window
             .max_in_flight
@@ -449,10 +473,8 @@ impl Shared {
     #[cold]
     fn roll(&self, end: u64, now: u64) {
         let window = &self.window;
-        let count = window.count.load(Ordering::Relaxed);
-        let sum = window.rtt_sum.load(Ordering::Relaxed);
-        let average = sum / u64::from(count.max(1));
-        let length = average
+        let shortest = window.rtt_min.load(Ordering::Relaxed);
+        let length = shortest
             .saturating_mul(2)
             .clamp(window.min_time, window.max_time);
         if window
@@ -469,6 +491,7 @@ impl Shared {
         }
         let count = window.count.swap(0, Ordering::Relaxed);
         let sum = window.rtt_sum.swap(0, Ordering::Relaxed);
+        window.rtt_min.store(u64::MAX, Ordering::Relaxed);
         let max_in_flight = window
             .max_in_flight
             .swap(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -492,10 +515,12 @@ impl Shared {
     }
 
     fn set_limit(&self, estimate: f64) {
-        let limit = if estimate.is_finite() {
-            estimate.floor().clamp(1.0, f64::from(u32::MAX)) as u32
-        } else {
+        // NaN says nothing: the tightest limit. An infinity is clamped like
+        // any other value (`+∞`: no limit to speak of).
+        let limit = if estimate.is_nan() {
             1
+        } else {
+            estimate.floor().clamp(1.0, f64::from(u32::MAX)) as u32
         };
         let old = self.limit.swap(limit, Ordering::Relaxed);
         for part in &*self.partitions {
@@ -549,8 +574,8 @@ impl LimiterBuilder {
         self
     }
 
-    /// How long a sampling window lasts: twice its average round trip,
-    /// between `min` and `max` (default 1 s and 1 s, as Netflix; at least
+    /// How long a sampling window lasts: twice its shortest round trip (as
+    /// Netflix's `WindowedLimit`), between `min` and `max` (default 1 s and 1 s, as Netflix; at least
     /// 1 ms). Shorter windows follow a change faster and see fewer samples.
     pub fn window(mut self, min: Duration, max: Duration) -> Self {
         self.min_window = min;
@@ -663,6 +688,7 @@ impl LimiterBuilder {
                 .collect(),
             window: Window {
                 end: AtomicU64::new(min_window),
+                rtt_min: AtomicU64::new(u64::MAX),
                 rtt_sum: AtomicU64::new(0),
                 count: AtomicU32::new(0),
                 max_in_flight: AtomicU32::new(0),

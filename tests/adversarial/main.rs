@@ -14,6 +14,9 @@
 //! - `arithmetic`: thresholds and budgets checked against the published
 //!   rules (gRPC A6, Finagle, resilience4j), exactly;
 //! - `redis`: a TCP proxy on loopback that holds single Redis replies;
+//! - `limit`: the adaptive concurrency limit and the fault layer (the
+//!   queue and the partitions, the algorithms against Netflix's source,
+//!   overflow, cancellation at the instant of a grant);
 //! - `tail`: the hedge and deadline layers (copies never sent, fatal
 //!   failures, every failed copy booked, expired deadlines, scopes).
 //!
@@ -31,6 +34,7 @@ mod support;
 mod arithmetic;
 mod growth;
 mod hangs;
+mod limit;
 mod races;
 mod readiness;
 #[cfg(feature = "redis")]
