@@ -6,8 +6,6 @@
 //! cargo bench --bench peers -- hedge_success_path
 //! ```
 
-use std::hint::black_box;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group};
@@ -19,11 +17,7 @@ use crate::support;
 
 type Never = std::convert::Infallible;
 
-fn inner()
--> impl Service<u64, Response = u64, Error = Never, Future = std::future::Ready<Result<u64, Never>>>
-+ Clone {
-    tower::service_fn(|x: u64| std::future::ready(Ok::<u64, Never>(x)))
-}
+use support::{echo as inner, one_call};
 
 /// tower's hedge policy: every request may be copied and hedged.
 #[derive(Clone)]
@@ -78,22 +72,6 @@ fn ours(
         "an estimate, so the hedge is armed"
     );
     hedge
-}
-
-fn ready<S: Service<u64>>(service: &mut S) {
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(matches!(service.poll_ready(&mut cx), Poll::Ready(Ok(()))));
-}
-
-/// One call through `service`: `poll_ready`, `call`, poll to completion.
-fn one_call<S>(service: &mut S, i: &mut u64)
-where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    *i += 1;
-    ready(service);
-    black_box(support::now(service.call(black_box(*i)))).unwrap();
 }
 
 fn budget() -> RatioBudget {

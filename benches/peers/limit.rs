@@ -7,8 +7,6 @@
 //! cargo bench --bench peers -- limit_success_path
 //! ```
 
-use std::hint::black_box;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group};
@@ -19,27 +17,7 @@ use crate::support;
 
 type Never = std::convert::Infallible;
 
-fn inner()
--> impl Service<u64, Response = u64, Error = Never, Future = std::future::Ready<Result<u64, Never>>>
-+ Clone {
-    tower::service_fn(|x: u64| std::future::ready(Ok::<u64, Never>(x)))
-}
-
-fn ready<S: Service<u64>>(service: &mut S) {
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(matches!(service.poll_ready(&mut cx), Poll::Ready(Ok(()))));
-}
-
-/// One call through `service`: `poll_ready`, `call`, poll to completion.
-fn one_call<S>(service: &mut S, i: &mut u64)
-where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    *i += 1;
-    ready(service);
-    black_box(support::now(service.call(black_box(*i)))).unwrap();
-}
+use support::{echo as inner, one_call};
 
 fn ours() -> impl Service<u64, Response = u64, Error = dephase::BoxError> {
     let limiter = Limiter::builder()

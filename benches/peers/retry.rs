@@ -9,7 +9,6 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group};
@@ -18,12 +17,7 @@ use dephase::retry::{Retry, RetryPolicy};
 use tower::Service;
 use tower::retry::budget::{Budget as _, TpsBudget};
 
-use crate::support;
-
-fn ready<S: Service<u64>>(service: &mut S) {
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(matches!(service.poll_ready(&mut cx), Poll::Ready(Ok(()))));
-}
+use crate::support::{self, one_call, ready};
 
 /// tower's documented budget policy, completed with what our policy has:
 /// a jittered exponential backoff and an attempt limit — the policy a tower
@@ -235,17 +229,6 @@ pub fn ratios() -> Vec<(&'static str, &'static str, &'static str, &'static str)>
             "tower TpsBudget::withdraw",
         ),
     ]
-}
-
-/// One call through `service`, as `bench_service` times it.
-fn one_call<S>(service: &mut S, i: &mut u64)
-where
-    S: Service<u64, Response = u64>,
-    S::Error: std::fmt::Debug,
-{
-    *i += 1;
-    ready(service);
-    black_box(support::now(service.call(black_box(*i)))).unwrap();
 }
 
 /// The same comparisons in paired rounds (see `support::paired`).

@@ -182,3 +182,34 @@ pub fn server_runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("a multi-thread runtime")
 }
+
+/// Asserts that `service` is ready at once.
+pub fn ready<S: tower::Service<u64>>(service: &mut S) {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(matches!(
+        service.poll_ready(&mut cx),
+        std::task::Poll::Ready(Ok(()))
+    ));
+}
+
+/// One call through `service`, as the success-path benches time it:
+/// `poll_ready`, `call` with the next number, poll to completion.
+pub fn one_call<S>(service: &mut S, i: &mut u64)
+where
+    S: tower::Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    *i += 1;
+    ready(service);
+    std::hint::black_box(now(service.call(std::hint::black_box(*i)))).unwrap();
+}
+
+/// A service that answers at once with its request and never fails.
+pub fn echo() -> impl tower::Service<
+    u64,
+    Response = u64,
+    Error = std::convert::Infallible,
+    Future = std::future::Ready<Result<u64, std::convert::Infallible>>,
+> + Clone {
+    tower::service_fn(|x: u64| std::future::ready(Ok(x)))
+}
