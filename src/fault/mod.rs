@@ -21,7 +21,10 @@
 //! error, or a response of the service's own type with
 //! [`FaultLayer::respond_with`] (an HTTP server's `503`). Injected faults
 //! are *not* local rejections: a breaker above counts them, as it would
-//! the failures they stand for. Peers: Polly's Simmy, Envoy's fault
+//! the failures they stand for. An outage fails calls at once: a
+//! delay-based concurrency limit (Gradient2, Vegas) sees no round trip
+//! from it (see [`limit`](crate::limit)); inject latency to rehearse a
+//! slow dependency. Peers: Polly's Simmy, Envoy's fault
 //! filter, tower-resilience's chaos layer.
 //!
 //! # Example

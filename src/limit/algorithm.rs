@@ -59,6 +59,8 @@ fn log10_root(n: f64) -> f64 {
 #[derive(Debug, Clone)]
 pub struct Aimd {
     limit: f64,
+    /// The initial limit asked for, before the range clamps it.
+    asked: f64,
     backoff: f64,
     timeout: Duration,
     min: f64,
@@ -70,6 +72,7 @@ impl Aimd {
     pub fn new() -> Aimd {
         Aimd {
             limit: 20.0,
+            asked: 20.0,
             backoff: 0.9,
             timeout: Duration::from_secs(5),
             min: 20.0,
@@ -77,9 +80,11 @@ impl Aimd {
         }
     }
 
-    /// The limit to start from (default 20; kept within the range).
+    /// The limit to start from (default 20; kept within the range, in
+    /// whichever order the two are set).
     pub fn initial_limit(mut self, limit: u32) -> Self {
-        self.limit = f64::from(limit.max(1)).clamp(self.min, self.max);
+        self.asked = f64::from(limit.max(1));
+        self.limit = self.asked.clamp(self.min, self.max);
         self
     }
 
@@ -113,7 +118,7 @@ impl Aimd {
         check_range(min, max)?;
         self.min = f64::from(min);
         self.max = f64::from(max);
-        self.limit = self.limit.clamp(self.min, self.max);
+        self.limit = self.asked.clamp(self.min, self.max);
         Ok(self)
     }
 }
@@ -182,6 +187,8 @@ fn check_range(min: u32, max: u32) -> Result<(), ConfigError> {
 #[derive(Debug, Clone)]
 pub struct Vegas {
     limit: f64,
+    /// The initial limit asked for, before the maximum clamps it.
+    asked: f64,
     max: f64,
     smoothing: f64,
     rtt_noload: Option<Duration>,
@@ -205,6 +212,7 @@ impl Vegas {
     fn with_rng(source: RngSource) -> Vegas {
         let mut vegas = Vegas {
             limit: 20.0,
+            asked: 20.0,
             max: 1000.0,
             smoothing: 1.0,
             rtt_noload: None,
@@ -224,14 +232,15 @@ impl Vegas {
 
     /// The limit to start from (default 20; at most the maximum).
     pub fn initial_limit(mut self, limit: u32) -> Self {
-        self.limit = f64::from(limit.max(1)).min(self.max);
+        self.asked = f64::from(limit.max(1));
+        self.limit = self.asked.min(self.max);
         self
     }
 
     /// The largest limit (default 1000).
     pub fn max_limit(mut self, max: u32) -> Self {
         self.max = f64::from(max.max(1));
-        self.limit = self.limit.min(self.max);
+        self.limit = self.asked.min(self.max);
         self
     }
 
@@ -333,6 +342,8 @@ impl LimitAlgorithm for Vegas {
 #[derive(Debug, Clone)]
 pub struct Gradient2 {
     limit: f64,
+    /// The initial limit asked for, before the range clamps it.
+    asked: f64,
     min: f64,
     max: f64,
     queue: f64,
@@ -371,6 +382,7 @@ impl Gradient2 {
     pub fn new() -> Gradient2 {
         Gradient2 {
             limit: 20.0,
+            asked: 20.0,
             min: 20.0,
             max: 200.0,
             queue: 4.0,
@@ -386,9 +398,11 @@ impl Gradient2 {
         }
     }
 
-    /// The limit to start from (default 20; kept within the range).
+    /// The limit to start from (default 20; kept within the range, in
+    /// whichever order the two are set).
     pub fn initial_limit(mut self, limit: u32) -> Self {
-        self.limit = f64::from(limit.max(1)).clamp(self.min, self.max);
+        self.asked = f64::from(limit.max(1));
+        self.limit = self.asked.clamp(self.min, self.max);
         self
     }
 
@@ -401,7 +415,7 @@ impl Gradient2 {
         check_range(min, max)?;
         self.min = f64::from(min);
         self.max = f64::from(max);
-        self.limit = self.limit.clamp(self.min, self.max);
+        self.limit = self.asked.clamp(self.min, self.max);
         Ok(self)
     }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 /// at once, or after waiting up to the limiter's maximum wait.
 ///
 /// [`retry_after`](Self::retry_after) is jittered (one to two of the last
-/// window's round trips), so callers turned away together do not come
-/// back together.
+/// window's round trips; 1 to 2 ms before the first window has been
+/// sampled), so callers turned away together do not come back together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitExceeded {
     limit: u32,
@@ -47,7 +47,7 @@ impl LimitExceeded {
     }
 
     /// When to try again: jittered, one to two of the last window's round
-    /// trips.
+    /// trips (1 to 2 ms before the first window).
     pub fn retry_after(&self) -> Duration {
         self.retry_after
     }

@@ -29,6 +29,18 @@
 //!    limit is reached only partitions under their share get in, so the
 //!    sheddable traffic goes first.
 //!
+//! What counts as a *drop* is the layer's classifier's business
+//! ([`ConcurrencyLimitLayer::classify`]): by default every error is one;
+//! a server's `503` *responses* are not errors, so pass a classifier (such
+//! as `HttpClassifier`) to count them. Round trips under 100 µs are not
+//! sampled: calls that fail at once (an outage injected by
+//! [`fault`](crate::fault), a refused connection) move a delay-based
+//! limit (Gradient2, Vegas) only through drops, which Gradient2 ignores.
+//!
+//! A priority closure needs the type of its argument written
+//! (`|request: &http::Request<B>| ...`), as closures given to generic
+//! methods do.
+//!
 //! A rejection is a local one, like a breaker's: a breaker above does not
 //! count it as a failure of the service, and `HttpClassifier` does not
 //! retry it.

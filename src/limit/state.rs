@@ -31,6 +31,14 @@ use crate::tally::Count;
 /// A concurrency limit shared by every clone (and every layer built with
 /// it): how many requests may be in flight now, adapted by its algorithm.
 ///
+/// The slot is taken when the request is *called* (`poll_ready` only
+/// forwards the inner service's readiness), unlike tower's fixed
+/// `ConcurrencyLimit`. Without partitions the limit is a hard cap; with
+/// partitions, a partition under its share is admitted once the limit is
+/// reached (Netflix's partitioned limiter), so the requests in flight can
+/// exceed [`limit`](Self::limit) by up to the sum of the shares' rounding
+/// and the reserves in use.
+///
 /// ```
 /// use std::time::Duration;
 /// use dephase::limit::{Gradient2, Limiter};
@@ -600,7 +608,9 @@ impl LimiterBuilder {
     /// Callers over the limit wait up to `max_wait` for a slot, in a queue
     /// that gives each freed slot to one caller (first of the first
     /// partition first); then they are turned away. Default: turned away
-    /// at once.
+    /// at once. Under a sustained overload the queue does not drain, and
+    /// the callers it turns away have waited the whole `max_wait` first:
+    /// shed traffic fails later than without a wait.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = Some(max_wait);
         self
