@@ -363,3 +363,89 @@ async fn replay_and_retry_over_reserving_services() {
         assert_eq!(herd(&svc, (0..6).map(put)).await, 6);
     });
 }
+
+/// The hedge sends its original through the readied instance and readies
+/// a clone of its own for each copy (over a one-permit service a copy that
+/// comes due waits for the original's permit): no call hangs, with or
+/// without an estimate armed.
+#[tokio::test(start_paused = true)]
+async fn hedge_copies_ready_their_own_instances() {
+    use dephase::hedge::{HedgeLayer, HedgePolicy};
+    let origin = Origin::new(false);
+    let layer = HedgeLayer::new(
+        HedgePolicy::builder()
+            .window(10 * MS)
+            .min_samples(2)
+            .floor(Duration::from_micros(100))
+            .jitter(0.0)
+            .build()
+            .unwrap(),
+    );
+    over_reserving_services!(layer.clone(), origin.service(), |svc| async {
+        assert_eq!(
+            one_by_one(svc.clone(), 0..5).await,
+            ["0", "1", "2", "3", "4"]
+        );
+        tokio::time::sleep(20 * MS).await;
+        assert_eq!(
+            one_by_one(svc.clone(), 5..10).await,
+            ["5", "6", "7", "8", "9"]
+        );
+        assert_eq!(herd(&svc, 0..10).await, 10);
+    });
+    assert!(
+        layer.policy().estimate().is_some(),
+        "the later calls could hedge"
+    );
+}
+
+/// A caller that waits for a concurrency slot keeps the instance it
+/// readied and calls it when its turn comes.
+#[tokio::test(start_paused = true)]
+async fn a_waiting_limit_caller_sends_the_instance_it_readied() {
+    use dephase::limit::{ConcurrencyLimitLayer, Fixed, Limiter};
+    let origin = Origin::new(false);
+    let limiter = Limiter::builder()
+        .algorithm(Fixed(1))
+        .max_wait(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    over_reserving_services!(
+        ConcurrencyLimitLayer::new(limiter.clone()),
+        origin.service(),
+        |svc| async {
+            assert_eq!(
+                one_by_one(svc.clone(), 0..5).await,
+                ["0", "1", "2", "3", "4"]
+            );
+            assert_eq!(herd(&svc, 0..10).await, 10);
+        }
+    );
+    assert_eq!((origin.calls(), limiter.in_flight()), (30, 0));
+}
+
+/// A call the fault layer delays is sent through the instance it readied.
+#[tokio::test(start_paused = true)]
+async fn a_delayed_fault_call_sends_the_instance_it_readied() {
+    use dephase::fault::{FaultLayer, Faults, Latency, Plan};
+    let origin = Origin::new(false);
+    let faults = Faults::seeded(
+        Plan::builder()
+            .latency(Latency::Fixed(5 * MS), 1.0)
+            .unwrap()
+            .build(),
+        1,
+    );
+    over_reserving_services!(
+        FaultLayer::new(faults.clone()),
+        origin.service(),
+        |svc| async {
+            assert_eq!(
+                one_by_one(svc.clone(), 0..5).await,
+                ["0", "1", "2", "3", "4"]
+            );
+            assert_eq!(herd(&svc, 0..10).await, 10);
+        }
+    );
+    assert_eq!(origin.calls(), 30);
+}
