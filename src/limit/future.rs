@@ -36,10 +36,11 @@ pin_project! {
         S: Service<Req>,
     {
         Called { #[pin] future: S::Future },
+        // Boxed, the timer too: the admitted call's future (the common
+        // case) stays small, and is moved as such.
         Waiting {
             wait: Box<Wait<S, Req>>,
-            #[pin]
-            sleep: Sleep,
+            sleep: Pin<Box<Sleep>>,
         },
         Rejected { error: Option<LimitExceeded> },
     }
@@ -78,7 +79,7 @@ impl<S: Service<Req>, C, Req> ResponseFuture<S, C, Req> {
         ResponseFuture {
             kind: Kind::Waiting {
                 wait: Box::new(wait),
-                sleep: tokio::time::sleep_until(until),
+                sleep: Box::pin(tokio::time::sleep_until(until)),
             },
             classify,
             permit: None,
@@ -127,7 +128,7 @@ where
                 KindProj::Waiting { wait, sleep } => {
                     let waiter = wait.waiter.as_ref().expect("waiting in the queue");
                     let mut permit = wait.limiter.poll_grant(waiter, cx.waker());
-                    if permit.is_none() && sleep.poll(cx).is_ready() {
+                    if permit.is_none() && sleep.as_mut().poll(cx).is_ready() {
                         let waiter = wait.waiter.take().expect("waiting in the queue");
                         permit = wait.limiter.leave(&waiter);
                         if permit.is_none() {

@@ -463,11 +463,17 @@ impl Shared {
             return;
         }
         window.rtt_sum.fetch_add(rtt, Ordering::Relaxed);
-        window.rtt_min.fetch_min(rtt, Ordering::Relaxed);
         window.count.fetch_add(1, Ordering::Relaxed);
-        window
-            .max_in_flight
-            .fetch_max(in_flight + 1, Ordering::Relaxed);
+        // The minimum and maximum change rarely once a window is under way:
+        // a load first spares the shared line a write on most samples.
+        if rtt < window.rtt_min.load(Ordering::Relaxed) {
+            window.rtt_min.fetch_min(rtt, Ordering::Relaxed);
+        }
+        if in_flight + 1 > window.max_in_flight.load(Ordering::Relaxed) {
+            window
+                .max_in_flight
+                .fetch_max(in_flight + 1, Ordering::Relaxed);
+        }
         if dropped {
             window.dropped.store(true, Ordering::Relaxed);
         }
