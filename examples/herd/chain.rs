@@ -310,6 +310,6 @@ pub async fn deadline_chain(settings: Settings) -> Result<Scenario, BoxError> {
         capacity: None,
         naive,
         dephase,
-        variant: None,
+        variants: Vec::new(),
     })
 }

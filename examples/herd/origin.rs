@@ -1,6 +1,7 @@
 //! The origin every scenario calls: an axum server on `127.0.0.1:0`, on its
 //! own thread and runtime (as a server in another process would be), that
-//! records when each request arrived.
+//! records when each request arrived. Its outages are rehearsed with
+//! dephase's own [`FaultLayer`], as a user would rehearse one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,12 +12,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use dephase::BoxError;
+use dephase::fault::error::Injected;
+use dephase::fault::{FaultLayer, Faults, Outage, Plan};
 use dephase::measure::Recorder;
 use http_body_util::{BodyExt, Empty};
 use hyper::Uri;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use tokio::net::TcpSocket;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
@@ -140,12 +142,6 @@ async fn overloaded(State(origin): State<Arc<State_>>) -> Response {
     (StatusCode::OK, "done").into_response()
 }
 
-/// The origin's port: listening, or bound and refusing until the outage ends.
-enum Port {
-    Listening(tokio::net::TcpListener),
-    Bound(TcpSocket),
-}
-
 /// A running origin.
 pub struct Origin {
     pub addr: SocketAddr,
@@ -155,9 +151,22 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// Binds a port now; refuses connections on it until `start + outage`,
-    /// then serves. Arrival times are recorded from `start`.
+    /// Listens on a port now; until `start + outage` a [`FaultLayer`] in
+    /// front of the routes answers every request `503` without
+    /// `Retry-After` (the origin is down; its front door is not), then it
+    /// serves. Arrival times at the routes are recorded from `start`.
     pub fn start(start: Instant, outage: Duration) -> Result<Origin, BoxError> {
+        // The outage is timed from the handle's start, now: it begins at
+        // `start` (a few microseconds early, never late).
+        let faults = Faults::seeded(Plan::none(), 0);
+        if !outage.is_zero() {
+            let from = start.saturating_duration_since(Instant::now());
+            faults.set(
+                Plan::builder()
+                    .outage(from..from + outage, Outage::Fail)?
+                    .build(),
+            );
+        }
         let calls = Recorder::starting_at(start);
         let state = Arc::new(State_ {
             capacity: Semaphore::new(CAPACITY),
@@ -170,10 +179,6 @@ impl Origin {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        // Bound but not listening: connections are refused, as when the origin is down.
-        let socket = TcpSocket::new_v4()?;
-        socket.bind("127.0.0.1:0".parse()?)?;
-        let addr = socket.local_addr()?;
         let app = axum::Router::new()
             .route("/work", axum::routing::get(work))
             .route("/report", axum::routing::get(report))
@@ -181,28 +186,31 @@ impl Origin {
             .route("/tail/warm", axum::routing::get(tail_warm))
             .route("/overloaded", axum::routing::get(overloaded))
             .route("/capacity", axum::routing::get(capacity))
-            .with_state(state);
+            .with_state(state)
+            .layer(
+                tower::ServiceBuilder::new()
+                    // The routes never fail: only the fault layer's own
+                    // errors could reach this, and it answers instead.
+                    .layer(axum::error_handling::HandleErrorLayer::new(
+                        |_: BoxError| async { StatusCode::INTERNAL_SERVER_ERROR },
+                    ))
+                    .layer(FaultLayer::new(faults).respond_with(|_: &Injected| {
+                        StatusCode::SERVICE_UNAVAILABLE.into_response()
+                    })),
+            );
         let stop = Arc::new(Notify::new());
         let stopped = stop.clone();
-        // Without an outage the port listens before this returns, so that
-        // no client can race the origin thread to it.
-        let port = if outage.is_zero() {
+        // The port listens before this returns, so that no client can race
+        // the origin thread to it.
+        let listener = {
             let _runtime = runtime.enter();
-            Port::Listening(socket.listen(4096)?)
-        } else {
-            Port::Bound(socket)
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind("127.0.0.1:0".parse()?)?;
+            socket.listen(4096)?
         };
+        let addr = listener.local_addr()?;
         let thread = std::thread::spawn(move || {
             runtime.block_on(async move {
-                let listener = match port {
-                    Port::Listening(listener) => listener,
-                    Port::Bound(socket) => {
-                        tokio::time::sleep_until(start + outage).await;
-                        socket
-                            .listen(4096)
-                            .expect("listen on the bound origin socket")
-                    }
-                };
                 axum::serve(listener, app)
                     .with_graceful_shutdown(async move { stopped.notified().await })
                     .await

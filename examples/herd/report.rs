@@ -127,39 +127,44 @@ pub fn table(scenario: &Scenario) -> Result<(), BoxError> {
         Figures::of(&scenario.naive)?,
         Figures::of(&scenario.dephase)?,
     );
-    let v = match &scenario.variant {
-        Some((_, _, run)) => Some(Figures::of(run)?),
-        None => None,
-    };
-    let third = |f: &dyn Fn(&Figures) -> String| v.as_ref().map(f).unwrap_or_default();
+    let others = scenario
+        .variants
+        .iter()
+        .map(|(_, _, run)| Figures::of(run))
+        .collect::<Result<Vec<_>, _>>()?;
     let percent = |x: f64| format!("{:.1}%", 100.0 * x);
     let millis = |x: f64| format!("{x:.1} ms");
-    type Row = [String; 5];
+    // label, naive, dephase, gain, then one cell per variant.
+    type Row = Vec<String>;
     let row = |label: &str,
                value: &dyn Fn(&Figures) -> f64,
                show: &dyn Fn(f64) -> String,
                better: Better,
                resolution: f64|
      -> Row {
-        [
+        let mut cells = vec![
             label.to_string(),
             show(value(&n)),
             show(value(&d)),
             gain(value(&n), value(&d), better, resolution),
-            third(&|f| show(value(f))),
-        ]
+        ];
+        cells.extend(others.iter().map(|f| show(value(f))));
+        cells
     };
+    let mut header = vec![
+        scenario.name.to_string(),
+        "naive".into(),
+        "dephase".into(),
+        GAIN.into(),
+    ];
+    header.extend(
+        scenario
+            .variants
+            .iter()
+            .map(|(name, _, _)| name.to_string()),
+    );
     let mut rows: Vec<Row> = vec![
-        [
-            scenario.name.to_string(),
-            "naive".into(),
-            "dephase".into(),
-            GAIN.into(),
-            scenario
-                .variant
-                .as_ref()
-                .map_or(String::new(), |(name, _, _)| name.to_string()),
-        ],
+        header,
         row(
             "origin calls",
             &|f| f.origin_calls as f64,
@@ -199,39 +204,34 @@ pub fn table(scenario: &Scenario) -> Result<(), BoxError> {
         row("p99 latency", &|f| f.p99_ms, &millis, Better::Lower, 0.1),
     ];
     // The scenario's own figures: no gain (not all are numbers).
-    let extra = |run: &Run, i: usize| run.extra.get(i).map(|(_, v)| v.clone());
-    let variant = scenario.variant.as_ref().map(|(_, _, run)| run);
-    let extras = scenario
-        .naive
-        .extra
-        .len()
-        .max(scenario.dephase.extra.len())
-        .max(variant.map_or(0, |run| run.extra.len()));
+    let runs: Vec<&Run> = [&scenario.naive, &scenario.dephase]
+        .into_iter()
+        .chain(scenario.variants.iter().map(|(_, _, run)| run))
+        .collect();
+    let extras = runs.iter().map(|run| run.extra.len()).max().unwrap_or(0);
     for i in 0..extras {
-        let label = scenario
-            .naive
-            .extra
-            .get(i)
-            .or(scenario.dephase.extra.get(i))
-            .or(variant.and_then(|run| run.extra.get(i)))
+        let label = runs
+            .iter()
+            .find_map(|run| run.extra.get(i))
             .map_or("", |(label, _)| label);
-        rows.push([
+        let cell = |run: &Run| run.extra.get(i).map_or("-".into(), |(_, v)| v.clone());
+        let mut cells = vec![
             label.to_string(),
-            extra(&scenario.naive, i).unwrap_or_else(|| "-".into()),
-            extra(&scenario.dephase, i).unwrap_or_else(|| "-".into()),
+            cell(&scenario.naive),
+            cell(&scenario.dephase),
             String::new(),
-            variant
-                .map(|run| extra(run, i).unwrap_or_else(|| "-".into()))
-                .unwrap_or_default(),
-        ]);
+        ];
+        cells.extend(scenario.variants.iter().map(|(_, _, run)| cell(run)));
+        rows.push(cells);
     }
+    let columns = 4 + scenario.variants.len();
     let width = |column: usize| {
         rows.iter()
             .map(|r| r[column].chars().count())
             .max()
             .unwrap_or(0)
     };
-    let widths: Vec<usize> = (0..5).map(width).collect();
+    let widths: Vec<usize> = (0..columns).map(width).collect();
     println!();
     println!("{}", scenario.description);
     for r in &rows {
@@ -253,7 +253,7 @@ pub fn json(scenario: &Scenario, clients: usize, seed: u64) -> Result<serde_json
         "naive": Figures::of(&scenario.naive)?.json(),
         "dephase": Figures::of(&scenario.dephase)?.json(),
     });
-    if let Some((_, key, run)) = &scenario.variant {
+    for (_, key, run) in &scenario.variants {
         entry[*key] = Figures::of(run)?.json();
     }
     let extra = |run: &Run| -> serde_json::Value {
@@ -265,7 +265,7 @@ pub fn json(scenario: &Scenario, clients: usize, seed: u64) -> Result<serde_json
     };
     entry["naive"]["extra"] = extra(&scenario.naive);
     entry["dephase"]["extra"] = extra(&scenario.dephase);
-    if let Some((_, key, run)) = &scenario.variant {
+    for (_, key, run) in &scenario.variants {
         entry[*key]["extra"] = extra(run);
     }
     Ok(entry)

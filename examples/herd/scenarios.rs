@@ -42,7 +42,7 @@ pub struct Run {
     pub extra: Vec<(&'static str, String)>,
 }
 
-/// A scenario's runs: naive, dephase, and maybe a second dephase variant.
+/// A scenario's runs: naive, dephase, and maybe more variants.
 pub struct Scenario {
     pub name: &'static str,
     /// The plot's title: a sentence.
@@ -54,9 +54,10 @@ pub struct Scenario {
     pub capacity: Option<usize>,
     pub naive: Run,
     pub dephase: Run,
-    /// A third run, if the scenario has one (cron: index offsets; tail:
-    /// tower's `Hedge`): its column's title, its key in `report.json`, the run.
-    pub variant: Option<(&'static str, &'static str, Run)>,
+    /// Further runs, if the scenario has them (cron: index offsets; tail:
+    /// tower's `Hedge`; capacity: Vegas, tower-resilience): each column's
+    /// title, its key in `report.json`, the run.
+    pub variants: Vec<(&'static str, &'static str, Run)>,
 }
 
 /// Settings shared by the scenarios.
@@ -303,7 +304,7 @@ pub async fn retry_storm(settings: Settings) -> Result<Scenario, BoxError> {
         outage: OUTAGE,
         capacity: Some(origin::CAPACITY),
         description: format!(
-            "{} clients call at the same instant; the origin is down for {OUTAGE:?}, then serves {} at a time ({:?} each) and answers 503 + Retry-After: 1 to the rest. naive: fixed {NAIVE_INTERVAL:?} retries. dephase: full jitter {DEPHASE_BASE:?}..{DEPHASE_CAP:?}, Retry-After as a floor, a ratio budget (20% + {}/s) shared by the herd, a {DEADLINE:?} deadline, a circuit breaker (opens at 50% failures of ≥ 100 calls in 1 s; jittered open time from 250 ms; 10 probes) whose retry-after is a floor too. {ATTEMPTS} attempts each.",
+            "{} clients call at the same instant; the origin is down for {OUTAGE:?} (dephase's FaultLayer answers 503 without Retry-After in front of it), then serves {} at a time ({:?} each) and answers 503 + Retry-After: 1 to the rest. naive: fixed {NAIVE_INTERVAL:?} retries. dephase: full jitter {DEPHASE_BASE:?}..{DEPHASE_CAP:?}, Retry-After as a floor, a ratio budget (20% + {}/s) shared by the herd, a {DEADLINE:?} deadline, a circuit breaker (opens at 50% failures of ≥ 100 calls in 1 s; jittered open time from 250 ms; 10 probes) whose retry-after is a floor too. {ATTEMPTS} attempts each.",
             settings.clients,
             origin::CAPACITY,
             origin::SERVICE_TIME,
@@ -311,7 +312,7 @@ pub async fn retry_storm(settings: Settings) -> Result<Scenario, BoxError> {
         ),
         naive,
         dephase,
-        variant: None,
+        variants: Vec::new(),
     })
 }
 
@@ -436,7 +437,7 @@ pub async fn cache_stampede(settings: Settings) -> Result<Scenario, BoxError> {
         ),
         naive,
         dephase,
-        variant: None,
+        variants: Vec::new(),
     })
 }
 
@@ -527,7 +528,7 @@ pub async fn cron_herd(_: Settings) -> Result<Scenario, BoxError> {
         ),
         naive,
         dephase: hashed,
-        variant: Some(("dephase (index offsets)", "dephase_index", indexed)),
+        variants: vec![("dephase (index offsets)", "dephase_index", indexed)],
     })
 }
 
@@ -589,7 +590,7 @@ pub async fn warmup(settings: Settings) -> Result<Scenario, BoxError> {
         ),
         naive,
         dephase,
-        variant: None,
+        variants: Vec::new(),
     })
 }
 

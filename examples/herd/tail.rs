@@ -201,7 +201,7 @@ pub async fn tail(settings: Settings) -> Result<Scenario, BoxError> {
         capacity: None,
         naive,
         dephase,
-        variant: Some(("tower Hedge", "tower_hedge", tower)),
+        variants: vec![("tower Hedge", "tower_hedge", tower)],
     })
 }
 
@@ -220,6 +220,6 @@ pub async fn tail_overload(settings: Settings) -> Result<Scenario, BoxError> {
         capacity: None,
         naive,
         dephase,
-        variant: Some(("tower Hedge", "tower_hedge", tower)),
+        variants: vec![("tower Hedge", "tower_hedge", tower)],
     })
 }
