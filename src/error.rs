@@ -93,6 +93,8 @@ pub(crate) enum Local<'a> {
     Throttle(&'a crate::throttle::error::Throttled),
     Deadline(&'a crate::deadline::DeadlineExceeded),
     Limit(&'a crate::limit::error::LimitExceeded),
+    #[cfg(feature = "redis")]
+    Gate(&'a crate::redis::error::GateError),
 }
 
 impl<'a> Local<'a> {
@@ -125,6 +127,10 @@ impl<'a> Local<'a> {
             if let Some(exceeded) = error.downcast_ref() {
                 return Some(Local::Limit(exceeded));
             }
+            #[cfg(feature = "redis")]
+            if let Some(refused) = error.downcast_ref() {
+                return Some(Local::Gate(refused));
+            }
             next = error.source();
         }
         None
@@ -139,6 +145,8 @@ impl<'a> Local<'a> {
             Local::Throttle(_) => "throttled",
             Local::Deadline(_) => "deadline_exceeded",
             Local::Limit(_) => "limit_exceeded",
+            #[cfg(feature = "redis")]
+            Local::Gate(_) => "fleet_gate",
         }
     }
 }

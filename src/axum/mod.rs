@@ -13,6 +13,7 @@
 //! | a throttle's [`Throttled`](crate::throttle::error::Throttled) | `503 Service Unavailable`, `Retry-After: 1` |
 //! | a deadline's [`DeadlineExceeded`](crate::deadline::DeadlineExceeded) | `504 Gateway Timeout` |
 //! | a concurrency limit's [`LimitExceeded`](crate::limit::error::LimitExceeded) | `503 Service Unavailable`, `Retry-After`: its jittered `retry_after`, rounded up |
+//! | a fleet gate's `GateError` (feature `redis`) | `503 Service Unavailable` |
 //!
 //! A rejection is found also when it comes wrapped in a coalesced or
 //! cached call's shared error. Each of them is also `IntoResponse`, and

@@ -79,6 +79,15 @@ impl IntoResponse for crate::limit::error::LimitExceeded {
     }
 }
 
+/// `503 Service Unavailable`: no slot of a fleet gate (its wait ran out,
+/// or Redis was unreachable and the gate fails closed).
+#[cfg(feature = "redis")]
+impl IntoResponse for crate::redis::error::GateError {
+    fn into_response(self) -> Response {
+        answer(StatusCode::SERVICE_UNAVAILABLE, None, self.to_string())
+    }
+}
+
 /// The response for an error of a service behind dephase's layers: a
 /// breaker's, a pacer's or a throttle's rejection, or a deadline's
 /// [`DeadlineExceeded`](crate::deadline::DeadlineExceeded), answers as its
@@ -112,6 +121,8 @@ pub fn error_response(error: crate::BoxError) -> Response {
         Some(Local::Throttle(throttled)) => throttled.clone().into_response(),
         Some(Local::Deadline(exceeded)) => exceeded.clone().into_response(),
         Some(Local::Limit(exceeded)) => exceeded.clone().into_response(),
+        #[cfg(feature = "redis")]
+        Some(Local::Gate(refused)) => refused.clone().into_response(),
         None => {
             tracing::event!(
                 target: "dephase::axum",

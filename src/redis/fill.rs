@@ -42,7 +42,7 @@ impl Drop for Waiting {
 /// A lease token: 128 random bits, unique to this process and call (never
 /// from the seeded stream: replicas with the same seed must not share
 /// tokens).
-fn new_token() -> String {
+pub(super) fn new_token() -> String {
     let mut stream = RngSource::entropy().stream();
     format!("{:016x}{:016x}", stream.fraction(), stream.fraction())
 }

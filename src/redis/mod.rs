@@ -1,6 +1,9 @@
-//! A cache shared by every replica through Redis, with leases so that one
-//! replica in the whole fleet refills an expired key (feature `redis`,
-//! which needs Rust 1.88: the `redis` crate's minimum).
+//! Dephasing across the fleet through Redis (feature `redis`, which needs
+//! Rust 1.88: the `redis` crate's minimum): a cache shared by every
+//! replica, with leases so that one replica in the whole fleet refills an
+//! expired key ([`RedisStore`]), and a gate that lets at most `K` holders
+//! across every replica run at once ([`FleetGate`], [`FleetGateLayer`]: see
+//! their docs). The rest of this page is about the cache.
 //!
 //! # Why
 //!
@@ -100,6 +103,9 @@ mod builder;
 mod entry;
 pub mod error;
 mod fill;
+pub mod future;
+mod gate;
+mod gate_layer;
 mod lease;
 mod link;
 mod stats;
@@ -107,5 +113,7 @@ mod store;
 
 pub use self::builder::Redis;
 pub use self::entry::RedisValue;
+pub use self::gate::{FleetGate, FleetGateBuilder, GateStats, SlotGuard};
+pub use self::gate_layer::{FleetGateLayer, Gated};
 pub use self::stats::RedisStats;
 pub use self::store::RedisStore;

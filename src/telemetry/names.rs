@@ -103,6 +103,12 @@ pub const LIMIT_WAIT_MS: &str = "dephase.limit.wait_ms";
 /// Limit: the caller's partition, when it was turned away.
 pub const LIMIT_PRIORITY: &str = "dephase.limit.priority";
 
+/// Fleet gate: the fencing token of the slot the call or job acquired.
+pub const FLEET_SLOT: &str = "dephase.fleet.slot";
+
+/// Fleet gate: how long the caller waited for a slot, in milliseconds. Float.
+pub const FLEET_WAIT_MS: &str = "dephase.fleet.wait_ms";
+
 /// Every field name above, for subscribers or tests that want the full list.
 pub const ALL_FIELDS: &[&str] = &[
     RESEND_COUNT,
@@ -131,4 +137,6 @@ pub const ALL_FIELDS: &[&str] = &[
     LIMIT_IN_FLIGHT,
     LIMIT_WAIT_MS,
     LIMIT_PRIORITY,
+    FLEET_SLOT,
+    FLEET_WAIT_MS,
 ];
