@@ -12,7 +12,7 @@ pub struct Overloaded {
 }
 
 impl Overloaded {
-    pub(super) fn new(wait: Duration, max_wait: Duration) -> Overloaded {
+    pub(crate) fn new(wait: Duration, max_wait: Duration) -> Overloaded {
         Overloaded { wait, max_wait }
     }
 

@@ -59,5 +59,7 @@ mod service;
 pub use governor::Quota;
 
 pub use self::layer::PaceLayer;
+#[cfg_attr(not(feature = "redis"), allow(unused_imports))]
+pub(crate) use self::pacer::max_wait_now;
 pub use self::pacer::{Pacer, PacerBuilder, PacerStats};
 pub use self::service::Pace;

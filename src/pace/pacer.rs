@@ -99,22 +99,10 @@ impl Pacer {
     /// Reserves a turn (with its jitter) for one caller.
     pub(super) fn reserve(&self, rng: &mut Stream) -> Result<Turn, Overloaded> {
         let shared = &self.shared;
-        // The caller's deadline bounds the wait as the maximum does: a turn
-        // after it would only be wasted.
-        let max_wait = match crate::deadline::Deadline::current() {
-            Some(deadline) => {
-                let left = deadline.remaining();
-                if left.is_zero() {
-                    // Past its deadline: no turn, not even a free one.
-                    shared.overloaded.add();
-                    crate::telemetry::count::pace_overloaded();
-                    return Err(Overloaded::new(Duration::ZERO, Duration::ZERO));
-                }
-                // A turn must come strictly before the deadline.
-                shared.max_wait.min(left - Duration::from_nanos(1))
-            }
-            None => shared.max_wait,
-        };
+        let max_wait = max_wait_now(shared.max_wait).inspect_err(|_| {
+            shared.overloaded.add();
+            crate::telemetry::count::pace_overloaded();
+        })?;
         let (slot, wait) = shared.schedule.reserve(max_wait).map_err(|wait| {
             shared.overloaded.add();
             crate::telemetry::count::pace_overloaded();
@@ -134,6 +122,24 @@ impl Pacer {
             turn.at = Some(shared.schedule.instant(slot.release()) + jitter);
         }
         Ok(turn)
+    }
+}
+
+/// The longest a caller may wait for its turn now: `max_wait`, or less
+/// inside a [`Deadline`](crate::deadline::Deadline)'s scope — a turn after
+/// the deadline would only be wasted, so a turn must come strictly before
+/// it. [`Overloaded`] when the deadline has passed (no turn, not even a
+/// free one).
+pub(crate) fn max_wait_now(max_wait: Duration) -> Result<Duration, Overloaded> {
+    match crate::deadline::Deadline::current() {
+        Some(deadline) => {
+            let left = deadline.remaining();
+            if left.is_zero() {
+                return Err(Overloaded::new(Duration::ZERO, Duration::ZERO));
+            }
+            Ok(max_wait.min(left - Duration::from_nanos(1)))
+        }
+        None => Ok(max_wait),
     }
 }
 

@@ -156,7 +156,12 @@ where
         let lease_wait = at_most_max_life("redis.lease_wait", lease_wait.unwrap_or(lease_ttl))?;
         Ok(RedisStore {
             shared: Arc::new(Shared {
-                link: Link::new(client, op_timeout),
+                link: Link::new(
+                    client,
+                    op_timeout,
+                    "falling back to in-process coalescing and the origin",
+                    "leases and the shared store are back in use",
+                ),
                 config: Config {
                     prefix,
                     freshness,

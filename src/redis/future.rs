@@ -1,5 +1,7 @@
-//! The future of a call through [`FleetGateLayer`](super::FleetGateLayer):
-//! waiting for a slot, then the call with the slot held.
+//! The future of a call through a fleet layer
+//! ([`FleetGateLayer`](super::FleetGateLayer),
+//! [`FleetPaceLayer`](super::FleetPaceLayer)): waiting for what Redis
+//! grants (a slot, a turn), then the call, holding the grant until it is done.
 
 use std::fmt;
 use std::future::Future;
@@ -9,45 +11,45 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::error::GateError;
-use super::gate::SlotGuard;
 use crate::BoxError;
 
-/// Waiting for a slot: one or more Redis round trips and jittered sleeps.
-type Acquire = Pin<Box<dyn Future<Output = Result<SlotGuard, GateError>> + Send>>;
+/// Waiting for a grant: one or more Redis round trips and jittered sleeps.
+pub(super) type Acquire<G> = Pin<Box<dyn Future<Output = Result<G, BoxError>> + Send>>;
 
 pin_project! {
-    /// The future returned by [`Gated`](super::Gated).
-    pub struct ResponseFuture<S, Req>
+    /// The future returned by [`Gated`](super::Gated) (`G`: the
+    /// [`SlotGuard`](super::SlotGuard) held during the call) and
+    /// [`FleetPaced`](super::FleetPaced) (`G`: the wait applied).
+    pub struct ResponseFuture<S, Req, G>
     where
         S: Service<Req>,
     {
         #[pin]
-        state: State<S, Req>,
+        state: State<S, Req, G>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, Req>
+    enum State<S, Req, G>
     where
         S: Service<Req>,
     {
         Waiting {
-            acquire: Acquire,
+            acquire: Acquire<G>,
             service: Option<S>,
             request: Option<Req>,
         },
         Called {
             #[pin]
             future: S::Future,
-            slot: Option<SlotGuard>,
+            slot: Option<G>,
         },
     }
 }
 
-impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
-    pub(super) fn new(acquire: Acquire, service: S, request: Req) -> Self {
+impl<S: Service<Req>, Req, G> ResponseFuture<S, Req, G> {
+    pub(super) fn new(acquire: Acquire<G>, service: S, request: Req) -> Self {
         ResponseFuture {
             state: State::Waiting {
                 acquire,
@@ -58,7 +60,7 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     }
 }
 
-impl<S, Req> Future for ResponseFuture<S, Req>
+impl<S, Req, G> Future for ResponseFuture<S, Req, G>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
@@ -87,7 +89,7 @@ where
                 }
                 StateProj::Called { future, slot } => {
                     let result = ready!(future.poll(cx));
-                    // The slot goes back as soon as the call is done.
+                    // A slot goes back as soon as the call is done.
                     drop(slot.take());
                     return Poll::Ready(result.map_err(Into::into));
                 }
@@ -96,7 +98,7 @@ where
     }
 }
 
-impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
+impl<S: Service<Req>, Req, G> fmt::Debug for ResponseFuture<S, Req, G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Waiting { .. } => "waiting",

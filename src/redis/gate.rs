@@ -680,7 +680,16 @@ impl FleetGateBuilder {
         let tag = format!("{}{{gate:{}}}", self.prefix, self.name);
         Ok(FleetGate {
             shared: Arc::new(Shared {
-                link: Link::new(client, self.op_timeout),
+                link: Link::new(
+                    client,
+                    self.op_timeout,
+                    if self.fail_open {
+                        "the fleet gate admits callers without a slot (fail open)"
+                    } else {
+                        "the fleet gate refuses callers (fail closed)"
+                    },
+                    "the fleet gate hands out slots again",
+                ),
                 holders: format!("{tag}:holders"),
                 fence: format!("{tag}:fence"),
                 grace_key: format!("{tag}:grace"),

@@ -8,7 +8,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::future::ResponseFuture;
-use super::gate::FleetGate;
+use super::gate::{FleetGate, SlotGuard};
 use crate::BoxError;
 
 /// Wraps services in [`Gated`]: every call waits for a slot of `gate` and
@@ -83,7 +83,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Req>;
+    type Future = ResponseFuture<S, Req, SlotGuard>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -96,7 +96,7 @@ where
         let readied = std::mem::replace(&mut self.inner, clone);
         let gate = self.gate.clone();
         ResponseFuture::new(
-            Box::pin(async move { gate.acquire().await }),
+            Box::pin(async move { Ok(gate.acquire().await?) }),
             readied,
             request,
         )

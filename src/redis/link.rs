@@ -24,6 +24,10 @@ use crate::backoff::{ExponentialBackoff, Jitter, Sequence};
 
 pub(super) struct Link {
     client: ::redis::Client,
+    /// What its user does without Redis, and with it again (the `WARN`
+    /// and `INFO` events say so).
+    lost: &'static str,
+    back: &'static str,
     op_timeout: Duration,
     reconnect: ExponentialBackoff,
     state: Mutex<State>,
@@ -61,7 +65,14 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl Link {
-    pub(super) fn new(client: ::redis::Client, op_timeout: Duration) -> Self {
+    /// A link whose `WARN` says `lost` (what its user does without Redis)
+    /// and whose `INFO` says `back`.
+    pub(super) fn new(
+        client: ::redis::Client,
+        op_timeout: Duration,
+        lost: &'static str,
+        back: &'static str,
+    ) -> Self {
         let reconnect = ExponentialBackoff::builder()
             .base(Duration::from_millis(100))
             .cap(Duration::from_secs(5))
@@ -70,6 +81,8 @@ impl Link {
             .unwrap_or_default();
         Link {
             client,
+            lost,
+            back,
             op_timeout,
             state: Mutex::new(State {
                 connection: None,
@@ -170,7 +183,8 @@ impl Link {
                     tracing::event!(
                         target: "dephase::redis",
                         Level::INFO,
-                        "Redis is reachable again; leases and the shared store are back in use"
+                        "Redis is reachable again; {}",
+                        self.back
                     );
                 }
                 Some(ready)
@@ -219,7 +233,8 @@ impl Link {
                 Level::WARN,
                 %error,
                 retry_in_ms = crate::telemetry::millis(delay),
-                "Redis is unreachable; falling back to in-process coalescing and the origin"
+                "Redis is unreachable; {}",
+                self.lost
             );
         }
     }

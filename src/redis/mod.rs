@@ -1,9 +1,11 @@
 //! Dephasing across the fleet through Redis (feature `redis`, which needs
 //! Rust 1.88: the `redis` crate's minimum): a cache shared by every
 //! replica, with leases so that one replica in the whole fleet refills an
-//! expired key ([`RedisStore`]), and a gate that lets at most `K` holders
-//! across every replica run at once ([`FleetGate`], [`FleetGateLayer`]: see
-//! their docs). The rest of this page is about the cache.
+//! expired key ([`RedisStore`]); a gate that lets at most `K` holders
+//! across every replica run at once ([`FleetGate`], [`FleetGateLayer`]);
+//! a pacer whose quota is the fleet's, not each process's ([`FleetPacer`],
+//! [`FleetPaceLayer`]). Their docs say how each works and degrades; the
+//! rest of this page is about the cache.
 //!
 //! # Why
 //!
@@ -108,6 +110,8 @@ mod gate;
 mod gate_layer;
 mod lease;
 mod link;
+mod pace_layer;
+mod pacer;
 mod stats;
 mod store;
 
@@ -115,5 +119,7 @@ pub use self::builder::Redis;
 pub use self::entry::RedisValue;
 pub use self::gate::{FleetGate, FleetGateBuilder, GateStats, SlotGuard};
 pub use self::gate_layer::{FleetGateLayer, Gated};
+pub use self::pace_layer::{FleetPaceLayer, FleetPaced};
+pub use self::pacer::{FleetPacer, FleetPacerBuilder, FleetPacerStats};
 pub use self::stats::RedisStats;
 pub use self::store::RedisStore;

@@ -38,6 +38,7 @@
 //! | hedge | [`HEDGE_DELAY_MS`], [`HEDGE_SENT`], [`HEDGE_WINNER`], [`BUDGET`] (`denied` when the budget refused a hedge) — recorded once, only for a request still unanswered when its hedge was due | `DEBUG` per hedge sent and per hedge refused |
 //! | limit | [`LIMIT_WAIT_MS`] (a caller that waited for a slot); on a rejection also [`LIMIT_CURRENT`], [`LIMIT_IN_FLIGHT`], [`LIMIT_PRIORITY`] | `DEBUG` on every rejection and every change of the limit |
 //! | fleet gate (feature `redis`) | [`FLEET_SLOT`] (the fencing token), [`FLEET_WAIT_MS`] (time waited for a slot); the wait is also counted in `dephase.delay` (`layer` = `fleet_gate`) | `WARN` when a held slot is lost; the Redis link's `WARN`/`INFO` when Redis is lost and back |
+//! | fleet pacer (feature `redis`) | [`FLEET_WAIT_MS`] (the wait for the turn); also counted in `dephase.delay` (`layer` = `fleet_pace`) | `DEBUG` on each wait; the Redis link's `WARN`/`INFO` when Redis is lost and back |
 //! | deadline | [`DEADLINE_REMAINING_MS`] (as received by the server layer, as sent by the client layer) | `DEBUG` when a request is refused or cut short, and when a header is ignored |
 //!
 //! Events use the target `dephase::<module>` (for example `dephase::retry`)
