@@ -43,7 +43,7 @@
 //! | [`classify`] | the one [`Classify`] trait that tells every layer what a result means |
 //! | [`measure`] | spread statistics (peak per bucket, peak-to-mean, standard deviation, max concurrency) to prove that dephasing works |
 //! | `http` (feature `http`, default) | what an HTTP result means (`HttpClassifier`, `Retry-After`), which requests may be re-sent (`IdempotentRequests`), streaming bodies replayed by retries (`ReplayBody`), request keys and response fan-out for coalescing and caching (`RequestKey`, `FanoutLayer`) |
-//! | `redis` (feature `redis`) | a cache store in Redis shared by every replica, with leases (`SET NX PX`) so that one replica in the fleet refills an expired key; falls back to in-process coalescing when Redis is slow or down; a fleet gate: at most `K` holders across every replica, with fencing tokens; a fleet pacer: one quota for every replica |
+//! | `redis` (feature `redis`) | a cache store in Redis shared by every replica, with leases (`SET NX PX`) so that one replica in the fleet refills an expired key; falls back to in-process coalescing when Redis is slow or down; a fleet gate: at most `K` holders across every replica, with fencing tokens; a fleet pacer: one quota for every replica; a fleet retry budget, leased in batches |
 //! | `axum` (feature `axum`) | responses for the layers' rejections, and a layer that turns them into responses on a `Router` |
 //! | [`telemetry`] | the names of the span fields and events every layer records; with the `otel` feature, OpenTelemetry metrics |
 //!

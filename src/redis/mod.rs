@@ -4,8 +4,10 @@
 //! expired key ([`RedisStore`]); a gate that lets at most `K` holders
 //! across every replica run at once ([`FleetGate`], [`FleetGateLayer`]);
 //! a pacer whose quota is the fleet's, not each process's ([`FleetPacer`],
-//! [`FleetPaceLayer`]). Their docs say how each works and degrades; the
-//! rest of this page is about the cache.
+//! [`FleetPaceLayer`]); a retry budget whose reserve and ratio are the
+//! fleet's, with no round trip per request ([`FleetBudget`]). Their docs
+//! say how each works and degrades; the rest of this page is about the
+//! cache.
 //!
 //! # Why
 //!
@@ -101,6 +103,7 @@
 //! # Ok(()) }
 //! ```
 
+mod budget;
 mod builder;
 mod entry;
 pub mod error;
@@ -115,11 +118,14 @@ mod pacer;
 mod stats;
 mod store;
 
+pub use self::budget::{FleetBudget, FleetBudgetBuilder, FleetBudgetStats};
 pub use self::builder::Redis;
 pub use self::entry::RedisValue;
 pub use self::gate::{FleetGate, FleetGateBuilder, GateStats, SlotGuard};
 pub use self::gate_layer::{FleetGateLayer, Gated};
 pub use self::pace_layer::{FleetPaceLayer, FleetPaced};
+#[doc(hidden)]
+pub use self::pacer::RESERVE_SCRIPT as FLEET_PACE_SCRIPT;
 pub use self::pacer::{FleetPacer, FleetPacerBuilder, FleetPacerStats};
 pub use self::stats::RedisStats;
 pub use self::store::RedisStore;
