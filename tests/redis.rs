@@ -586,9 +586,18 @@ fn bad_settings_are_errors_not_panics() {
         "redis.url"
     );
     assert_eq!(field(RedisStore::builder("")), "redis.url");
-    // TLS is not built in: said at build time, not at the first request.
+    // TLS is built in; a certificate authority that is not PEM is said at
+    // build time, not at the first request.
+    assert!(
+        RedisStore::<String, String>::builder("rediss://127.0.0.1:6380/")
+            .build()
+            .is_ok()
+    );
     assert_eq!(
-        field(RedisStore::builder("rediss://127.0.0.1:6380/")),
+        field(RedisStore::builder(
+            dephase::redis::Server::new("rediss://127.0.0.1:6380/")
+                .root_certificate(b"not a PEM".to_vec())
+        )),
         "redis.url"
     );
     assert_eq!(field(builder().ttl(Duration::ZERO)), "redis.ttl");

@@ -24,10 +24,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock, Weak};
 use std::time::Duration;
 
+use super::server::Connection;
 use ::redis::Script;
-use ::redis::aio::MultiplexedConnection;
 
 use super::link::Link;
+use super::server::Server;
 use crate::budget::{RatioBudget, RetryBudget, Withdrawal};
 use crate::error::{ConfigError, check_f64};
 use crate::tally::Count;
@@ -154,10 +155,11 @@ pub struct FleetBudgetStats {
 const POOL: u64 = u64::MAX;
 
 impl FleetBudget {
-    /// A builder for the budget `name` on the Redis server at `url`.
-    pub fn builder(url: impl Into<String>, name: impl Into<String>) -> FleetBudgetBuilder {
+    /// A builder for the budget `name` on `server` (a URL, or a
+    /// [`Server`]: a cluster, TLS).
+    pub fn builder(server: impl Into<Server>, name: impl Into<String>) -> FleetBudgetBuilder {
         FleetBudgetBuilder {
-            url: url.into(),
+            server: server.into(),
             name: name.into(),
             prefix: "dephase:".to_owned(),
             reserve_per_sec: 10.0,
@@ -228,7 +230,7 @@ impl Shared {
         .unwrap_or(u64::MAX / 2);
         let granted: Option<i64> = self
             .link
-            .run(|mut c: MultiplexedConnection| async move {
+            .run(|mut c: Connection| async move {
                 SYNC.key(&self.key)
                     .arg(self.reserve_per_sec / 1000.0)
                     .arg(self.ratio)
@@ -335,7 +337,7 @@ impl fmt::Debug for FleetBudget {
 /// Builds a [`FleetBudget`]: [`FleetBudget::builder`].
 #[derive(Debug, Clone)]
 pub struct FleetBudgetBuilder {
-    url: String,
+    server: Server,
     name: String,
     prefix: String,
     reserve_per_sec: f64,
@@ -415,8 +417,7 @@ impl FleetBudgetBuilder {
     /// zero replicas (`fleet_budget.replicas`), a zero `op_timeout`
     /// (`fleet_budget.op_timeout`).
     pub fn build(self) -> Result<FleetBudget, ConfigError> {
-        let client = ::redis::Client::open(self.url.as_str())
-            .map_err(|e| ConfigError::new("fleet_budget.url", e.to_string()))?;
+        let client = self.server.open("fleet_budget.url", self.op_timeout)?;
         if self.name.is_empty() {
             return Err(ConfigError::new("fleet_budget.name", "must not be empty"));
         }

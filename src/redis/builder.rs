@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::entry::RedisValue;
 use super::link::Link;
+use super::server::Server;
 use super::stats::Counters;
 use super::store::{Config, RedisStore, Shared};
 use crate::cache::StoreBuilder;
@@ -22,7 +23,7 @@ use crate::flight::Table;
 /// The Redis store's own settings, set on its [`StoreBuilder`] (made by
 /// [`RedisStore::builder`]).
 pub struct Redis<K, T> {
-    url: String,
+    server: Server,
     prefix: String,
     lease_ttl: Duration,
     lease_wait: Option<Duration>,
@@ -32,9 +33,9 @@ pub struct Redis<K, T> {
 }
 
 impl<K, T> Redis<K, T> {
-    pub(super) fn new(url: String) -> Self {
+    pub(super) fn new(server: Server) -> Self {
         Redis {
-            url,
+            server,
             prefix: "dephase:".to_owned(),
             lease_ttl: Duration::from_secs(5),
             lease_wait: None,
@@ -48,7 +49,7 @@ impl<K, T> Redis<K, T> {
 impl<K, T> fmt::Debug for Redis<K, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Redis")
-            .field("url", &self.url)
+            .field("server", &self.server)
             .field("prefix", &self.prefix)
             .field("lease_ttl", &self.lease_ttl)
             .field("lease_wait", &self.lease_wait)
@@ -115,7 +116,7 @@ where
     pub fn build(self) -> Result<RedisStore<K, T>, ConfigError> {
         let rng = self.rng();
         let Redis {
-            url,
+            server,
             prefix,
             lease_ttl,
             lease_wait,
@@ -123,8 +124,7 @@ where
             keep,
             ..
         } = self.backend;
-        let client = ::redis::Client::open(url.as_str())
-            .map_err(|e| ConfigError::new("redis.url", e.to_string()))?;
+        let client = server.open("redis.url", op_timeout)?;
         let positive = |field, d: Duration| {
             if d.is_zero() {
                 Err(ConfigError::new(field, "must be greater than zero"))

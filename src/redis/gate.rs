@@ -30,8 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use super::server::Connection;
 use ::redis::Script;
-use ::redis::aio::MultiplexedConnection;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -39,6 +39,7 @@ use super::error::GateError;
 use super::fill::new_token;
 use super::lease::px;
 use super::link::Link;
+use super::server::Server;
 use crate::backoff::{ExponentialBackoff, Jitter};
 use crate::error::ConfigError;
 use crate::tally::Count;
@@ -201,11 +202,11 @@ enum Answer {
 }
 
 impl FleetGate {
-    /// A builder for the gate `name` on the Redis server at `url`
-    /// (`redis://[user:password@]host:port/db` or `unix:///path`).
-    pub fn builder(url: impl Into<String>, name: impl Into<String>) -> FleetGateBuilder {
+    /// A builder for the gate `name` on `server` (a URL, or a [`Server`]:
+    /// a cluster, TLS).
+    pub fn builder(server: impl Into<Server>, name: impl Into<String>) -> FleetGateBuilder {
         FleetGateBuilder {
-            url: url.into(),
+            server: server.into(),
             name: name.into(),
             prefix: "dephase:".to_owned(),
             slots: 1,
@@ -305,7 +306,7 @@ impl Shared {
     async fn try_acquire(&self, token: &str) -> Option<Answer> {
         let (fence, wait): (i64, i64) = self
             .link
-            .run(|mut c: MultiplexedConnection| async move {
+            .run(|mut c: Connection| async move {
                 ACQUIRE
                     .key(&self.holders)
                     .key(&self.fence)
@@ -327,7 +328,7 @@ impl Shared {
     /// One renewal. `None`: Redis unreachable; `Some(false)`: the lease is gone.
     async fn renew(&self, token: &str) -> Option<bool> {
         self.link
-            .run(|mut c: MultiplexedConnection| async move {
+            .run(|mut c: Connection| async move {
                 let renewed: i64 = RENEW
                     .key(&self.holders)
                     .arg(token)
@@ -341,7 +342,7 @@ impl Shared {
 
     async fn release(&self, token: &str) -> Option<()> {
         self.link
-            .run(|mut c: MultiplexedConnection| async move {
+            .run(|mut c: Connection| async move {
                 let _: i64 = ::redis::cmd("ZREM")
                     .arg(&self.holders)
                     .arg(token)
@@ -531,7 +532,7 @@ async fn renew(shared: Arc<Shared>, token: String, sent: Instant, tell: watch::S
 /// Builds a [`FleetGate`]: [`FleetGate::builder`].
 #[derive(Debug, Clone)]
 pub struct FleetGateBuilder {
-    url: String,
+    server: Server,
     name: String,
     prefix: String,
     slots: u32,
@@ -626,8 +627,7 @@ impl FleetGateBuilder {
     /// below the renewal interval (`gate.op_timeout`), a `max_wait` over
     /// 100 years (`gate.max_wait`).
     pub fn build(self) -> Result<FleetGate, ConfigError> {
-        let client = ::redis::Client::open(self.url.as_str())
-            .map_err(|e| ConfigError::new("gate.url", e.to_string()))?;
+        let client = self.server.open("gate.url", self.op_timeout)?;
         if self.name.is_empty() {
             return Err(ConfigError::new("gate.name", "must not be empty"));
         }

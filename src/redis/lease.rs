@@ -29,8 +29,8 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use super::server::Connection;
 use ::redis::Script;
-use ::redis::aio::MultiplexedConnection;
 
 use super::link::Link;
 
@@ -143,7 +143,7 @@ pub(super) async fn lookup(
     lease: Option<Duration>,
 ) -> Option<Found> {
     let (value, pttl, leased): (Option<Vec<u8>>, i64, i64) = link
-        .run(|mut c: MultiplexedConnection| async move {
+        .run(|mut c: Connection| async move {
             // A lookup that must not lease is a plain GET + PTTL pipeline.
             match lease {
                 Some(ttl) => {
@@ -185,7 +185,7 @@ pub(super) async fn acquire(
     ttl: Duration,
     seen_pttl: i64,
 ) -> Option<bool> {
-    link.run(|mut c: MultiplexedConnection| async move {
+    link.run(|mut c: Connection| async move {
         let taken: i64 = REFRESH
             .key(&names.value)
             .key(names.lease())
@@ -208,7 +208,7 @@ pub(super) async fn write(
     bytes: &[u8],
     life: Duration,
 ) -> Option<bool> {
-    link.run(|mut c: MultiplexedConnection| async move {
+    link.run(|mut c: Connection| async move {
         let written: i64 = WRITE
             .key(&names.value)
             .key(names.lease())
@@ -224,7 +224,7 @@ pub(super) async fn write(
 
 /// Frees the lease if this caller holds it.
 pub(super) async fn release(link: &Link, names: &Names, token: &str) -> Option<()> {
-    link.run(|mut c: MultiplexedConnection| async move {
+    link.run(|mut c: Connection| async move {
         let _: i64 = RELEASE
             .key(names.lease())
             .arg(token)
@@ -238,7 +238,7 @@ pub(super) async fn release(link: &Link, names: &Names, token: &str) -> Option<(
 /// Deletes the value and the lease in one command: the next lookup misses,
 /// and the write of a load in progress is refused (its token is gone).
 pub(super) async fn invalidate(link: &Link, names: &Names) -> Option<()> {
-    link.run(|mut c: MultiplexedConnection| async move {
+    link.run(|mut c: Connection| async move {
         let _: i64 = ::redis::cmd("DEL")
             .arg(&names.value)
             .arg(names.lease())

@@ -1,6 +1,8 @@
 //! The connection to Redis, and what happens when Redis is slow or gone.
 //!
-//! One multiplexed connection per store, opened on first use. Every command
+//! One multiplexed connection per store (to one server, or a cluster's
+//! connection that routes each command to its slot's node), opened on
+//! first use. Every command
 //! has a deadline (`op_timeout`). A command that fails or times out marks
 //! the link **down**: the connection is dropped, and until a jittered,
 //! growing delay has passed (100 ms doubling to 5 s, full jitter: a fleet
@@ -15,15 +17,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, RedisError};
+use ::redis::RedisError;
 use tokio::time::Instant;
 use tracing::Level;
 
+use super::server::{Client, Connection};
 use crate::backoff::{ExponentialBackoff, Jitter, Sequence};
 
 pub(super) struct Link {
-    client: ::redis::Client,
+    client: Client,
     /// What its user does without Redis, and with it again (the `WARN`
     /// and `INFO` events say so).
     lost: &'static str,
@@ -52,7 +54,7 @@ fn breaks_link(error: &RedisError) -> bool {
 struct State {
     /// The connection and its generation (a failure only drops the
     /// connection it happened on).
-    connection: Option<(u64, MultiplexedConnection)>,
+    connection: Option<(u64, Connection)>,
     generation: u64,
     /// While down: no command is tried before this instant.
     retry_at: Option<Instant>,
@@ -68,7 +70,7 @@ impl Link {
     /// A link whose `WARN` says `lost` (what its user does without Redis)
     /// and whose `INFO` says `back`.
     pub(super) fn new(
-        client: ::redis::Client,
+        client: Client,
         op_timeout: Duration,
         lost: &'static str,
         back: &'static str,
@@ -107,7 +109,7 @@ impl Link {
     /// down, or the command failed (which marks it down).
     pub(super) async fn run<R, F, Fut>(&self, op: F) -> Option<R>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = Result<R, RedisError>>,
     {
         let (generation, connection) = self.connection().await?;
@@ -154,7 +156,7 @@ impl Link {
     }
 
     /// The connection, opened if need be; `None` while down.
-    async fn connection(&self) -> Option<(u64, MultiplexedConnection)> {
+    async fn connection(&self) -> Option<(u64, Connection)> {
         if let Some(ready) = self.usable()? {
             return Some(ready);
         }
@@ -162,15 +164,8 @@ impl Link {
         if let Some(ready) = self.usable()? {
             return Some(ready); // somebody else connected meanwhile
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.op_timeout))
-            .set_response_timeout(None);
-        let opened = tokio::time::timeout(
-            self.op_timeout,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await;
+        let opened =
+            tokio::time::timeout(self.op_timeout, self.client.connect(self.op_timeout)).await;
         match opened {
             Ok(Ok(connection)) => {
                 let mut state = lock(&self.state);
@@ -205,7 +200,7 @@ impl Link {
 
     /// `Some(Some(_))`: a connection; `Some(None)`: none yet, try to open
     /// one; `None`: down, do not try yet.
-    fn usable(&self) -> Option<Option<(u64, MultiplexedConnection)>> {
+    fn usable(&self) -> Option<Option<(u64, Connection)>> {
         let state = lock(&self.state);
         if let Some(ready) = &state.connection {
             return Some(Some(ready.clone()));
@@ -243,7 +238,7 @@ impl Link {
 impl fmt::Debug for Link {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Link")
-            .field("server", &self.client.get_connection_info().addr())
+            .field("server", &self.client.describe())
             .field("op_timeout", &self.op_timeout)
             .field("down", &self.is_down())
             .finish()

@@ -115,6 +115,7 @@ mod lease;
 mod link;
 mod pace_layer;
 mod pacer;
+mod server;
 mod stats;
 mod store;
 
@@ -127,5 +128,6 @@ pub use self::pace_layer::{FleetPaceLayer, FleetPaced};
 #[doc(hidden)]
 pub use self::pacer::RESERVE_SCRIPT as FLEET_PACE_SCRIPT;
 pub use self::pacer::{FleetPacer, FleetPacerBuilder, FleetPacerStats};
+pub use self::server::Server;
 pub use self::stats::RedisStats;
 pub use self::store::RedisStore;

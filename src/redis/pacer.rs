@@ -27,11 +27,12 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
+use super::server::Connection;
 use ::redis::Script;
-use ::redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 
 use super::link::Link;
+use super::server::Server;
 use crate::error::ConfigError;
 use crate::pace::error::Overloaded;
 use crate::pace::{Pacer, Quota};
@@ -173,12 +174,13 @@ struct Lag {
 const LAG_CREEP: i64 = 10_000;
 
 impl FleetPacer {
-    /// A builder for the pacer `name` on the Redis server at `url`;
+    /// A builder for the pacer `name` on `server` (a URL, or a
+    /// [`Server`]: a cluster, TLS);
     /// [`rate`](FleetPacerBuilder::rate) or
     /// [`quota`](FleetPacerBuilder::quota) is required.
-    pub fn builder(url: impl Into<String>, name: impl Into<String>) -> FleetPacerBuilder {
+    pub fn builder(server: impl Into<Server>, name: impl Into<String>) -> FleetPacerBuilder {
         FleetPacerBuilder {
-            url: url.into(),
+            server: server.into(),
             name: name.into(),
             prefix: "dephase:".to_owned(),
             quota: None,
@@ -263,7 +265,7 @@ impl Shared {
         let max_wait_us = u64::try_from(max_wait.as_micros()).unwrap_or(u64::MAX / 2);
         let (granted, wait_us, booked, now_us): (i64, i64, i64, i64) = self
             .link
-            .run(|mut c: MultiplexedConnection| async move {
+            .run(|mut c: Connection| async move {
                 RESERVE
                     .key(&self.key)
                     .arg(self.interval_us)
@@ -308,7 +310,7 @@ impl Shared {
     async fn give_back(&self, booked: i64) {
         let given: Option<i64> = self
             .link
-            .run(|mut c: MultiplexedConnection| async move {
+            .run(|mut c: Connection| async move {
                 GIVE_BACK
                     .key(&self.key)
                     .arg(booked)
@@ -376,7 +378,7 @@ impl fmt::Debug for FleetPacer {
 /// Builds a [`FleetPacer`]: [`FleetPacer::builder`].
 #[derive(Debug, Clone)]
 pub struct FleetPacerBuilder {
-    url: String,
+    server: Server,
     name: String,
     prefix: String,
     quota: Option<Quota>,
@@ -466,8 +468,7 @@ impl FleetPacerBuilder {
     /// (`fleet_pace.replicas`), a zero `op_timeout`
     /// (`fleet_pace.op_timeout`).
     pub fn build(self) -> Result<FleetPacer, ConfigError> {
-        let client = ::redis::Client::open(self.url.as_str())
-            .map_err(|e| ConfigError::new("fleet_pace.url", e.to_string()))?;
+        let client = self.server.open("fleet_pace.url", self.op_timeout)?;
         if self.name.is_empty() {
             return Err(ConfigError::new("fleet_pace.name", "must not be empty"));
         }

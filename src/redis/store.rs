@@ -56,12 +56,12 @@ where
     K: fmt::Display + Hash + Eq + Clone + Send + Sync + 'static,
     T: RedisValue + Clone + Send + Sync + 'static,
 {
-    /// A builder for a store on the Redis server at `url`:
-    /// `redis://[user:password@]host:port/db` or `unix:///path/to/socket`
-    /// (TLS, `rediss://`, is not built in: such a URL is a
-    /// [`ConfigError`](crate::ConfigError)).
-    pub fn builder(url: impl Into<String>) -> StoreBuilder<Redis<K, T>> {
-        StoreBuilder::new(Redis::new(url.into()))
+    /// A builder for a store on `server`: a URL
+    /// (`redis://[user:password@]host:port/db`, `rediss://…` for TLS,
+    /// `unix:///path/to/socket`), or a [`Server`](super::Server) (a
+    /// cluster, a certificate authority).
+    pub fn builder(server: impl Into<super::Server>) -> StoreBuilder<Redis<K, T>> {
+        StoreBuilder::new(Redis::new(server.into()))
     }
 
     /// What the store has done so far.
