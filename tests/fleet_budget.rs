@@ -33,7 +33,7 @@ fn budget(server: &RedisServer, name: &str, reserve: f64) -> FleetBudget {
         .batch(5)
         .cap(5.0)
         .sync_every(Duration::from_millis(50))
-        .op_timeout(Duration::from_millis(40))
+        .op_timeout(Duration::from_millis(250))
         .build()
         .unwrap()
 }
@@ -77,6 +77,11 @@ async fn the_fleet_retries_at_one_reserve_whatever_its_size() {
         let name = format!("flood-{n}");
         let replicas: Vec<FleetBudget> = (0..n).map(|_| budget(&server, &name, 50.0)).collect();
         let granted = flood(&replicas, run).await;
+        let failed: u64 = replicas.iter().map(|r| r.stats().failed_syncs).sum();
+        assert_eq!(
+            failed, 0,
+            "every sync reached Redis (else the fallback decided)"
+        );
         // 2 s of 50 a second, the bucket's 5, and up to a batch per
         // replica leased and spent ahead of the bucket.
         let most = 100 + 5 + 5 * n as u64;
@@ -111,7 +116,7 @@ async fn one_replicas_requests_fund_anothers_retries() {
             .cap(100.0)
             .batch(100)
             .sync_every(Duration::from_millis(20))
-            .op_timeout(Duration::from_millis(15))
+            .op_timeout(Duration::from_millis(250))
             .build()
             .unwrap()
     };
@@ -177,7 +182,8 @@ async fn without_redis_each_replica_keeps_its_share() {
         .unwrap();
     budget.deposit();
     let start = Instant::now();
-    while budget.stats().failed_syncs == 0 {
+    // Two failed syncs in a row hand the decision to the local share.
+    while budget.stats().failed_syncs < 2 {
         assert!(start.elapsed() < Duration::from_secs(5));
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -247,7 +253,7 @@ fn budget_worker_process() {
             .batch(5)
             .cap(5.0)
             .sync_every(Duration::from_millis(50))
-            .op_timeout(Duration::from_millis(40))
+            .op_timeout(Duration::from_millis(250))
             .build()
             .unwrap();
         let local = RatioBudget::builder()

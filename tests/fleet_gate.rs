@@ -31,6 +31,7 @@ fn gate(server: &RedisServer, name: &str, slots: u32) -> FleetGate {
         .lease_ttl(Duration::from_millis(600))
         .op_timeout(Duration::from_millis(150))
         .restart_grace(false)
+        .max_wait(Duration::from_secs(10)) // a hang fails, not stalls
         .seed(3)
         .build()
         .unwrap()
@@ -274,10 +275,12 @@ fn bad_settings_are_errors() {
         ),
         "gate.renew_every"
     );
+    // A renewal that times out must leave time for another before the TTL.
     assert_eq!(
-        field(b().renew_every(Duration::from_millis(100))),
+        field(b().lease_ttl(Duration::from_millis(300))),
         "gate.op_timeout"
     );
+    assert!(b().build().is_ok(), "the defaults build");
     assert_eq!(field(b().max_wait(Duration::MAX)), "gate.max_wait");
 }
 
@@ -436,6 +439,26 @@ async fn ten_processes_never_hold_more_than_k_even_when_one_is_killed() {
         assert!(status.success(), "a worker failed: {status}");
     }
     accept.abort();
+    // The killed holder's slot came back: five holders at once now.
+    let gate = FleetGate::builder(server.url(), "processes")
+        .slots(5)
+        .lease_ttl(Duration::from_millis(900))
+        .renew_every(Duration::from_millis(300))
+        .op_timeout(Duration::from_millis(200))
+        .restart_grace(false)
+        .max_wait(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let (a, b, c, d, e) = tokio::join!(
+        gate.acquire(),
+        gate.acquire(),
+        gate.acquire(),
+        gate.acquire(),
+        gate.acquire()
+    );
+    for slot in [a, b, c, d, e] {
+        assert!(slot.is_ok(), "a slot never came back: {slot:?}");
+    }
     let s = seen.lock().unwrap();
     eprintln!("holds {}, at most {} at once", s.enters, s.max);
     assert!(victim.lock().unwrap().is_none(), "the victim was killed");
@@ -463,4 +486,34 @@ async fn a_refusal_is_a_local_rejection() {
     assert!(!dephase::http::classify_error(&*error).is_retryable());
     let response = dephase::axum::error_response(error);
     assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+}
+
+/// A release Redis does not confirm in time (here: Redis pauses writes for
+/// 400 ms, longer than the command deadline) is tried again until it goes
+/// through — the slot frees long before its 5 s lease would have expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_redis_did_not_confirm_is_tried_again() {
+    let Some(server) = server() else { return };
+    let build = |max_wait: Duration| {
+        FleetGate::builder(server.url(), "paused")
+            .slots(1)
+            .lease_ttl(Duration::from_secs(5))
+            .op_timeout(Duration::from_millis(100))
+            .restart_grace(false)
+            .max_wait(max_wait)
+            .build()
+            .unwrap()
+    };
+    let holder = build(Duration::from_secs(1));
+    let slot = holder.acquire().await.unwrap();
+    let reply = server.command("CLIENT PAUSE 400 WRITE").unwrap();
+    assert!(reply.starts_with("+OK"), "{reply}");
+    let released = Instant::now();
+    slot.release().await; // not confirmed: Redis holds writes
+    let next = build(Duration::from_secs(3)).acquire().await;
+    assert!(next.is_ok(), "the slot was not freed: {next:?}");
+    assert!(
+        released.elapsed() < Duration::from_secs(4),
+        "freed by the retried release, not by the lease's expiry"
+    );
 }

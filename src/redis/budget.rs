@@ -21,7 +21,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, OnceLock, Weak};
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use super::server::Connection;
@@ -73,9 +73,10 @@ return grant
 /// fleet is ahead of its budget by at most `replicas × batch` retries.
 /// Tokens leased and not spent stay with their replica (at most `batch`).
 ///
-/// When Redis is unreachable, each replica falls back to a local
-/// [`RatioBudget`] with its share of the reserve (`reserve /
-/// replicas`) and the same ratio, fed the requests sent while Redis is
+/// When Redis is unreachable (two syncs in a row failed), each replica
+/// falls back to a local [`RatioBudget`] with its share of the reserve
+/// (`reserve / replicas`), the same ratio, and a window that keeps about
+/// its share of the cap (1 to 10 s), fed the requests sent while Redis is
 /// away; a `WARN` event says when Redis is lost,
 /// an `INFO` event when it is back. The background task needs a tokio
 /// runtime: it starts with the first request, and stops when the last
@@ -116,10 +117,14 @@ struct Shared {
     deposits: AtomicU64,
     /// Retries asked for since the last sync (granted or not).
     asked: AtomicU64,
-    /// Redis was unreachable at the last sync: the fallback decides.
+    /// Redis was unreachable at the last two syncs: the fallback decides.
     down: AtomicBool,
+    /// Syncs that failed in a row.
+    failures: AtomicU64,
     fallback: RatioBudget,
-    syncing: OnceLock<()>,
+    /// The background sync is running (cleared when its task ends, also
+    /// when its runtime shuts down: the next caller starts another).
+    syncing: AtomicBool,
     counts: Counts,
 }
 
@@ -185,23 +190,40 @@ impl FleetBudget {
         }
     }
 
-    /// Starts the background sync on the current runtime, once.
+    /// Starts the background sync on the current runtime, unless it runs.
+    #[inline]
     fn ensure_syncing(&self) {
         let shared = &self.shared;
-        if shared.syncing.get().is_some() {
+        if shared.syncing.load(Ordering::Acquire) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if shared.syncing.set(()).is_ok() {
+        if shared
+            .syncing
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             runtime.spawn(sync_loop(Arc::downgrade(shared)));
+        }
+    }
+}
+
+/// Clears the running flag when the sync task ends, however it ends.
+struct Running(Weak<Shared>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.syncing.store(false, Ordering::Release);
         }
     }
 }
 
 /// Syncs every `sync_every` until the budget is dropped.
 async fn sync_loop(budget: Weak<Shared>) {
+    let _running = Running(budget.clone());
     let Some(every) = budget.upgrade().map(|s| s.sync_every) else {
         return;
     };
@@ -222,12 +244,12 @@ impl Shared {
         let asked = self.asked.swap(0, Ordering::Relaxed);
         let want = asked.saturating_mul(2).clamp(1, self.batch);
         let ask = want.saturating_sub(self.pool.load(Ordering::Relaxed));
-        let expiry_ms = u64::try_from(
-            Duration::from_secs_f64(self.cap / self.reserve_per_sec.max(1e-3))
-                .max(Duration::from_secs(60))
-                .as_millis(),
-        )
-        .unwrap_or(u64::MAX / 2);
+        // An idle bucket is forgotten once it would be full again (at least
+        // a minute, at most a day); a new one starts full anyway.
+        let expiry_ms = Duration::try_from_secs_f64(self.cap / self.reserve_per_sec.max(1e-3))
+            .unwrap_or(Duration::from_secs(86_400))
+            .clamp(Duration::from_secs(60), Duration::from_secs(86_400))
+            .as_millis() as u64;
         let granted: Option<i64> = self
             .link
             .run(|mut c: Connection| async move {
@@ -248,13 +270,20 @@ impl Shared {
                 self.pool.fetch_add(granted, Ordering::AcqRel);
                 self.counts.leased.add_n(granted);
                 self.counts.syncs.add();
+                self.failures.store(0, Ordering::Relaxed);
                 self.down.store(false, Ordering::Release);
             }
             None => {
-                // Unreported deposits are dropped: the fallback counted
-                // them too, and the fleet's bucket cannot hear of them now.
+                // The requests not reported go to the fallback, which
+                // decides once two syncs in a row have failed (one slow
+                // reply does not hand the decision over).
+                for _ in 0..deposits {
+                    self.fallback.deposit();
+                }
                 self.counts.failed_syncs.add();
-                self.down.store(true, Ordering::Release);
+                if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= 2 {
+                    self.down.store(true, Ordering::Release);
+                }
             }
         }
     }
@@ -414,6 +443,7 @@ impl FleetBudgetBuilder {
     /// `[0, 1000]` (`fleet_budget.ratio`), a cap that is not finite or below
     /// one batch (`fleet_budget.cap`), a zero batch (`fleet_budget.batch`),
     /// a sync interval outside 1 ms ..= 1 hour (`fleet_budget.sync_every`),
+    /// a batch over a million (`fleet_budget.batch`),
     /// zero replicas (`fleet_budget.replicas`), a zero `op_timeout`
     /// (`fleet_budget.op_timeout`).
     pub fn build(self) -> Result<FleetBudget, ConfigError> {
@@ -428,8 +458,11 @@ impl FleetBudgetBuilder {
             1e6,
         )?;
         let ratio = check_f64("fleet_budget.ratio", self.ratio, 0.0, 1000.0)?;
-        if self.batch == 0 {
-            return Err(ConfigError::new("fleet_budget.batch", "must be at least 1"));
+        if self.batch == 0 || self.batch > 1_000_000 {
+            return Err(ConfigError::new(
+                "fleet_budget.batch",
+                "must be between 1 and a million",
+            ));
         }
         let cap = match self.cap {
             Some(cap) => check_f64("fleet_budget.cap", cap, self.batch as f64, 1e12)?,
@@ -454,11 +487,16 @@ impl FleetBudgetBuilder {
                 "must be greater than zero",
             ));
         }
-        // The fallback: this replica's share of the reserve, the same ratio.
+        // The fallback: this replica's share of the reserve, the same ratio,
+        // and a window whose reserve is about its share of the cap (Finagle's
+        // reserve is a window's worth of it: ten seconds would hand a
+        // replica ten seconds of retries at once).
         let share = (reserve / f64::from(self.replicas)).ceil();
+        let window = if reserve > 0.0 { cap / reserve } else { 1.0 };
         let fallback = RatioBudget::builder()
-            .ratio(ratio.min(1000.0))
+            .ratio(ratio)
             .min_per_sec(u32::try_from(share as u64).unwrap_or(u32::MAX))
+            .ttl(Duration::from_secs_f64(window.clamp(1.0, 10.0)))
             .build()?;
         Ok(FleetBudget {
             shared: Arc::new(Shared {
@@ -479,8 +517,9 @@ impl FleetBudgetBuilder {
                 deposits: AtomicU64::new(0),
                 asked: AtomicU64::new(0),
                 down: AtomicBool::new(false),
+                failures: AtomicU64::new(0),
                 fallback,
-                syncing: OnceLock::new(),
+                syncing: AtomicBool::new(false),
                 counts: Counts::default(),
             }),
         })

@@ -10,7 +10,8 @@
 //!   whose lease is gone has lost its slot.
 //! - **Release**: `ZREM` of the token, when the guard is dropped.
 //!
-//! Expiry is judged on Redis's clock (`TIME` inside the scripts), so
+//! Expiry is judged on Redis's clock (`TIME` inside the scripts, which
+//! needs Redis 5 or later: it writes after a non-deterministic command), so
 //! replicas with skewed clocks agree. The set, the fencing counter and
 //! the grace key of one gate share a Redis Cluster hash slot (`{gate:…}`).
 //!
@@ -18,9 +19,10 @@
 //! failover to a replica that had not seen the latest writes, `FLUSHALL`),
 //! the leases are forgotten while their holders still work. The acquire
 //! script sees that the fencing counter is missing and then (1) restarts
-//! the counter from Redis's clock in microseconds, so fencing tokens keep
-//! growing across the loss (unless more than a million slots a second were
-//! handed out before it), and (2) with the restart grace on (the default),
+//! the counter at Redis's clock in milliseconds × 1000, so fencing tokens
+//! keep growing across the loss (unless more than a thousand slots a
+//! millisecond were handed out before it), and (2) with the restart grace
+//! on (the default),
 //! gives no slot for one lease TTL: every lease from before the loss has
 //! expired by then — and its holder, whose renewals find nothing, has
 //! been told it lost the slot ([`SlotGuard::is_lost`]).
@@ -120,7 +122,12 @@ return 1
 ///
 /// **When Redis is unreachable** (no reply within `op_timeout`), the gate
 /// fails closed: [`acquire`](Self::acquire) returns
-/// [`GateError::Unavailable`], since nobody can prove a slot is free.
+/// [`GateError::Unavailable`], since nobody can prove a slot is free — at
+/// once without a `max_wait`, else once the wait is over (a caller with
+/// time left keeps polling through a blip). A slot granted by a script
+/// whose reply did not come in time is removed in the background, as is a
+/// slot whose release Redis did not confirm (retried until it would have
+/// expired anyway).
 /// [`fail_open`](FleetGateBuilder::fail_open) admits the caller instead,
 /// with a guard that has no fencing token. A `WARN` event says when Redis
 /// is lost, an `INFO` event when it is back (target `dephase::redis`).
@@ -239,7 +246,8 @@ impl FleetGate {
         let mut delays = shared.poll.sequence();
         let mut full = false;
         // One token for every attempt: a grant whose reply was lost is
-        // found again by the next attempt, not taken twice.
+        // found again by the next attempt, not taken twice; and if this
+        // caller leaves without knowing, the token is removed.
         let token = new_token();
         let mut pending = Pending {
             shared: Some(Arc::clone(shared)),
@@ -247,7 +255,9 @@ impl FleetGate {
         };
         loop {
             let sent = Instant::now();
-            match shared.try_acquire(&token).await {
+            let answer = shared.try_acquire(&token).await;
+            let reached = answer.is_some();
+            match answer {
                 Some(Answer::Granted(fence)) => {
                     pending.shared = None;
                     let waited = started.elapsed();
@@ -255,27 +265,34 @@ impl FleetGate {
                     if full {
                         shared.counts.waited.add();
                     }
-                    record(Some(fence), waited);
+                    record(Some(fence), waited, full);
                     return Ok(SlotGuard::held(shared, token.clone(), fence, sent));
                 }
                 Some(Answer::Full(_earliest)) => full = true,
+                // Unreachable (or no reply in time: the script may have run,
+                // so `pending` stays armed and removes the token).
                 None if shared.fail_open => {
-                    pending.shared = None;
                     shared.counts.admitted_open.add();
-                    record(None, started.elapsed());
+                    record(None, started.elapsed(), false);
                     return Ok(SlotGuard::open());
                 }
+                // A caller with time left keeps polling through a blip.
+                None if deadline.is_some_and(|d| Instant::now() < d) => {}
                 None => {
-                    pending.shared = None;
                     shared.counts.unavailable.add();
                     return Err(GateError::unavailable(started.elapsed()));
                 }
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
-                pending.shared = None;
-                shared.counts.timed_out.add();
-                return Err(GateError::timeout(started.elapsed()));
+                if reached {
+                    // Redis answered last: this token holds nothing.
+                    pending.shared = None;
+                    shared.counts.timed_out.add();
+                    return Err(GateError::timeout(started.elapsed()));
+                }
+                shared.counts.unavailable.add();
+                return Err(GateError::unavailable(started.elapsed()));
             }
             let wake = now + delays.next_delay();
             tokio::time::sleep_until(deadline.map_or(wake, |d| wake.min(d))).await;
@@ -340,6 +357,16 @@ impl Shared {
             .await
     }
 
+    /// Releases `token`, trying again (every 50 ms, while the link waits
+    /// out an outage) until Redis confirms or the lease would have expired
+    /// anyway: a slot freed late is a slot the fleet goes without.
+    async fn release_until_done(&self, token: &str) {
+        let give_up = Instant::now() + self.lease_ttl;
+        while self.release(token).await.is_none() && Instant::now() < give_up {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn release(&self, token: &str) -> Option<()> {
         self.link
             .run(|mut c: Connection| async move {
@@ -373,13 +400,11 @@ impl Drop for Pending<'_> {
 /// (else its lease expires after the TTL).
 fn release_later(shared: Arc<Shared>, token: String) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(async move {
-            shared.release(&token).await;
-        });
+        runtime.spawn(async move { shared.release_until_done(&token).await });
     }
 }
 
-fn record(fence: Option<u64>, waited: Duration) {
+fn record(fence: Option<u64>, waited: Duration, full: bool) {
     let span = tracing::Span::current();
     if !span.is_disabled() {
         if let Some(fence) = fence {
@@ -393,7 +418,8 @@ fn record(fence: Option<u64>, waited: Duration) {
             crate::telemetry::millis(waited),
         );
     }
-    if !waited.is_zero() {
+    // A wait for a slot is an applied delay; one round trip is not.
+    if full {
         crate::telemetry::count::applied_offset("fleet_gate", waited);
     }
 }
@@ -447,9 +473,13 @@ impl SlotGuard {
         self.held.as_ref().map(|h| h.fence)
     }
 
-    /// Whether the slot was lost (never, for a guard without a slot).
+    /// Whether the slot was lost (never, for a guard without a slot). A
+    /// slot whose renewals stopped (the runtime that renewed it shut down)
+    /// counts as lost.
     pub fn is_lost(&self) -> bool {
-        self.held.as_ref().is_some_and(|h| *h.lost.borrow())
+        self.held
+            .as_ref()
+            .is_some_and(|h| *h.lost.borrow() || h.lost.has_changed().is_err())
     }
 
     /// Resolves when the slot is lost; never, for a guard without a slot.
@@ -458,10 +488,9 @@ impl SlotGuard {
             Some(held) => {
                 let mut lost = held.lost.clone();
                 // The sender lives in the renewal task, which ends only
-                // after saying so (or when the guard is dropped).
-                if lost.wait_for(|l| *l).await.is_err() {
-                    std::future::pending::<()>().await;
-                }
+                // after saying so, when the guard is dropped, or with its
+                // runtime: then nothing renews the slot, so it is lost too.
+                let _ = lost.wait_for(|l| *l).await;
             }
             None => std::future::pending().await,
         }
@@ -473,7 +502,10 @@ impl SlotGuard {
         if let Some(held) = self.held.take() {
             held.renewer.abort();
             held.released.store(true, Ordering::Relaxed);
-            held.shared.release(&held.token).await;
+            if held.shared.release(&held.token).await.is_none() {
+                // Not confirmed: keep trying in the background.
+                release_later(held.shared, held.token);
+            }
         }
     }
 }
@@ -509,12 +541,15 @@ async fn renew(shared: Arc<Shared>, token: String, sent: Instant, tell: watch::S
         if now >= valid_until {
             break;
         }
-        match shared.renew(&token).await {
-            Some(true) => valid_until = now + shared.lease_ttl,
+        next = match shared.renew(&token).await {
+            Some(true) => {
+                valid_until = now + shared.lease_ttl;
+                Instant::now() + shared.renew_every
+            }
             Some(false) => break,
-            None => {}
-        }
-        next = Instant::now() + shared.renew_every;
+            // Not reached: try again soon, not a whole interval later.
+            None => Instant::now() + (shared.renew_every / 4).max(Duration::from_millis(1)),
+        };
     }
     shared.counts.lost.add();
     tracing::event!(
@@ -623,8 +658,9 @@ impl FleetGateBuilder {
     /// A URL that is not a Redis URL (`gate.url`), an empty name
     /// (`gate.name`), zero slots (`gate.slots`), a lease TTL under 1 ms or
     /// over a day (`gate.lease_ttl`), a renewal interval that is zero or not
-    /// below the TTL (`gate.renew_every`), a zero `op_timeout` or one not
-    /// below the renewal interval (`gate.op_timeout`), a `max_wait` over
+    /// below the TTL (`gate.renew_every`), a zero `op_timeout` or one that
+    /// with the renewal interval reaches the TTL (`gate.op_timeout`: a
+    /// renewal must be able to fail and still leave time), a `max_wait` over
     /// 100 years (`gate.max_wait`).
     pub fn build(self) -> Result<FleetGate, ConfigError> {
         let client = self.server.open("gate.url", self.op_timeout)?;
@@ -641,17 +677,20 @@ impl FleetGateBuilder {
                 "must be between 1 ms and a day",
             ));
         }
-        let renew_every = self.renew_every.unwrap_or(self.lease_ttl / 3);
-        if renew_every.is_zero() || renew_every >= self.lease_ttl {
+        // Whole milliseconds, as Redis keeps it: never longer here than there.
+        let lease_ttl =
+            Duration::from_millis(u64::try_from(self.lease_ttl.as_millis()).unwrap_or(u64::MAX));
+        let renew_every = self.renew_every.unwrap_or(lease_ttl / 3);
+        if renew_every.is_zero() || renew_every >= lease_ttl {
             return Err(ConfigError::new(
                 "gate.renew_every",
                 "must be greater than zero and less than the lease TTL",
             ));
         }
-        if self.op_timeout.is_zero() || self.op_timeout >= renew_every {
+        if self.op_timeout.is_zero() || renew_every.saturating_add(self.op_timeout) >= lease_ttl {
             return Err(ConfigError::new(
                 "gate.op_timeout",
-                "must be greater than zero and less than the renewal interval",
+                "must be greater than zero, and the renewal interval plus it less than the lease TTL",
             ));
         }
         if self
@@ -695,7 +734,7 @@ impl FleetGateBuilder {
                 grace_key: format!("{tag}:grace"),
                 name: self.name,
                 slots: self.slots,
-                lease_ttl: self.lease_ttl,
+                lease_ttl,
                 renew_every,
                 max_wait: self.max_wait,
                 poll,

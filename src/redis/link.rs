@@ -150,7 +150,8 @@ impl Link {
                 target: "dephase::redis",
                 Level::WARN,
                 %error,
-                "Redis refused a command; that request goes to the origin (said at most once a second)"
+                "Redis refused a command; for that one, {} (said at most once a second)",
+                self.lost
             );
         }
     }

@@ -6,7 +6,8 @@
 //! caller its release time `max(now, TAT − τ)` (τ: the burst tolerance,
 //! `(burst − 1) · T`), unless that is more than the maximum wait away, and
 //! books the next one: `TAT = max(TAT, now) + T`. The caller then waits
-//! locally until the turn, as [`Pacer`](crate::pace::Pacer) does.
+//! locally until the turn, as [`Pacer`](crate::pace::Pacer) does. The
+//! scripts read Redis's `TIME` before writing: Redis 5 or later.
 //!
 //! The turn is an instant on Redis's clock; this replica maps it onto its
 //! own with the smallest lag it has seen between Redis's `now` in a reply
@@ -201,8 +202,10 @@ impl FleetPacer {
 
     /// Waits for this caller's turn in the fleet's schedule: `Ok` with the
     /// wait it applied (jitter included), or [`Overloaded`] at once if the
-    /// turn is too far away. Dropping the future before the turn gives it
-    /// back where nobody booked after it.
+    /// turn is too far away. Dropping the future while it waits for its
+    /// turn gives the turn back where nobody booked after it; dropping it
+    /// during the round trip that books it cannot (the reply never comes
+    /// back to it): that turn goes unused.
     ///
     /// # Errors
     ///
@@ -217,7 +220,11 @@ impl FleetPacer {
         let Some(reserved) = shared.reserve(max_wait).await else {
             // Redis unreachable: this replica's share of the quota.
             shared.local_turns.add();
-            return shared.local.wait().await;
+            let turn = shared.local.wait().await;
+            if turn.is_err() {
+                shared.overloaded.add();
+            }
+            return turn;
         };
         let received = Instant::now();
         let (at, booked) = match reserved {
@@ -229,6 +236,20 @@ impl FleetPacer {
             }
         };
         let wait = at.saturating_duration_since(received);
+        // The round trip took time: the turn must still come within what
+        // the caller's deadline leaves now.
+        let max_wait = match crate::pace::max_wait_now(shared.max_wait) {
+            Ok(left) if wait <= left => left,
+            _ => {
+                drop(Booked {
+                    shared: Some(Arc::clone(shared)),
+                    booked,
+                });
+                shared.overloaded.add();
+                crate::telemetry::count::pace_overloaded();
+                return Err(Overloaded::new(wait, max_wait));
+            }
+        };
         if wait.is_zero() {
             record(Duration::ZERO);
             return Ok(Duration::ZERO);
@@ -286,17 +307,29 @@ impl Shared {
         let lag = {
             let mut lag = self.lag.lock().unwrap_or_else(PoisonError::into_inner);
             let seen = here.saturating_sub(now_us);
-            let least = match *lag {
-                Some(Lag { lag, seen: at }) => {
-                    seen.min(lag.saturating_add((here - at) / LAG_CREEP))
+            // The base moves only to a new minimum; the creep is counted
+            // from when the base was seen (recomputed, never rounded away).
+            match *lag {
+                Some(base) => {
+                    let crept = base.lag.saturating_add((here - base.seen) / LAG_CREEP);
+                    if seen < crept {
+                        *lag = Some(Lag {
+                            lag: seen,
+                            seen: here,
+                        });
+                        seen
+                    } else {
+                        crept
+                    }
                 }
-                None => seen,
-            };
-            *lag = Some(Lag {
-                lag: least,
-                seen: here,
-            });
-            least
+                None => {
+                    *lag = Some(Lag {
+                        lag: seen,
+                        seen: here,
+                    });
+                    seen
+                }
+            }
         };
         let turn_here = now_us.saturating_add(wait_us).saturating_add(lag);
         let at = self.epoch + Duration::from_micros(u64::try_from(turn_here).unwrap_or(0));
@@ -464,7 +497,8 @@ impl FleetPacerBuilder {
     /// What [`PacerBuilder::build`](crate::pace::PacerBuilder::build) says
     /// of the quota (`pace.*`); a URL that is not a Redis URL
     /// (`fleet_pace.url`), an empty name (`fleet_pace.name`), a quota
-    /// interval under 1 µs (`fleet_pace.quota`), zero replicas
+    /// interval over a day or not within 1% of whole microseconds
+    /// (`fleet_pace.quota`), zero replicas
     /// (`fleet_pace.replicas`), a zero `op_timeout`
     /// (`fleet_pace.op_timeout`).
     pub fn build(self) -> Result<FleetPacer, ConfigError> {
@@ -492,11 +526,22 @@ impl FleetPacerBuilder {
         }
         let quota = fleet.build()?.quota();
         let interval = quota.replenish_interval();
-        let interval_us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
-        if interval_us == 0 {
+        if interval > Duration::from_secs(86_400) {
             return Err(ConfigError::new(
                 "fleet_pace.quota",
-                "one caller per microsecond at most (Redis's clock is read in microseconds)",
+                "at least one caller a day",
+            ));
+        }
+        // Redis's clock is read in microseconds: the interval is rounded to
+        // the nearest, and refused if that moves the rate by more than 1%.
+        let nanos = interval.as_nanos();
+        let interval_us = ((nanos + 500) / 1000) as u64;
+        if interval_us == 0 || (interval_us as u128 * 1000).abs_diff(nanos) * 100 > nanos {
+            return Err(ConfigError::new(
+                "fleet_pace.quota",
+                format!(
+                    "an interval of {interval:?} is not within 1% of whole microseconds (Redis's clock is read in microseconds)"
+                ),
             ));
         }
         let jitter = self.jitter.unwrap_or(Duration::ZERO);
