@@ -10,6 +10,7 @@
 #[allow(dead_code)]
 #[path = "../examples/fleet/main.rs"]
 mod fleet;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -359,4 +360,68 @@ async fn processes_retry_at_the_fleets_reserve() {
     let count = retries(&server, "local", 10).await;
     eprintln!("10 processes, a reserve each: {count} retries in 3 s");
     assert!(count >= 1000, "{count}");
+}
+
+/// Redis killed mid-run and restarted: every retry is decided (by the local
+/// share meanwhile), with one `WARN` when Redis is lost and one `INFO` when
+/// it is back.
+#[tokio::test]
+async fn redis_down_and_back_decides_every_retry_and_says_so_once() {
+    let Some(mut server) = server() else { return };
+    let (captured, _guard) = support::capture();
+    let budget = FleetBudget::builder(server.url(), "outage")
+        .reserve_per_sec(100.0)
+        .replicas(2)
+        .sync_every(Duration::from_millis(20))
+        .op_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let step = |budget: &FleetBudget| {
+        budget.deposit();
+        budget.withdraw()
+    };
+    while budget.stats().syncs < 3 {
+        step(&budget);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.stop();
+    let mut fallback_granted = 0;
+    let started = Instant::now();
+    while budget.stats().failed_syncs < 2 || fallback_granted == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            budget.stats()
+        );
+        if budget.stats().failed_syncs >= 2 && step(&budget).is_some() {
+            fallback_granted += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.restart().unwrap();
+    let started = Instant::now();
+    while captured
+        .events_with("dephase::redis", "reachable again")
+        .is_empty()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "Redis never came back: {:?}",
+            budget.stats()
+        );
+        step(&budget);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        captured
+            .events_with("dephase::redis", "Redis is unreachable")
+            .len(),
+        1
+    );
+    assert_eq!(
+        captured
+            .events_with("dephase::redis", "reachable again")
+            .len(),
+        1
+    );
 }

@@ -18,7 +18,7 @@ use dephase::coalesce::CoalesceLayer;
 use dephase::hedge::{HedgeLayer, HedgePolicy};
 use dephase::limit::{ConcurrencyLimitLayer, Fixed, Limiter};
 use dephase::offset::Offset;
-use dephase::redis::RedisStore;
+use dephase::redis::{FleetGate, FleetPacer, RedisStore};
 use dephase::retry::{RetryLayer, RetryPolicy};
 use dephase::telemetry::metrics;
 use dephase::{BoxError, CircuitBreakerLayer, Pacer, Throttler};
@@ -31,7 +31,7 @@ const DASHBOARD: &str = include_str!("../dephase.json");
 const ALERTS: &str = include_str!("../alerts.yaml");
 
 /// Every metric dephase defines (with the `redis` feature).
-const DEFINED: [&str; 22] = [
+const DEFINED: [&str; 24] = [
     metrics::RETRIES,
     metrics::BUDGET_DENIALS,
     metrics::CALL_RETRIES,
@@ -44,6 +44,8 @@ const DEFINED: [&str; 22] = [
     metrics::CACHE_RECOMPUTES,
     metrics::CACHE_STORES,
     metrics::REDIS_LEASES,
+    metrics::FLEET_GATE,
+    metrics::FLEET_PACE,
     metrics::PACE_WAITS,
     metrics::PACE_OVERLOADED,
     metrics::THROTTLE_REJECTIONS,
@@ -297,6 +299,24 @@ async fn traffic() {
         .oneshot("k".to_string())
         .await;
     assert_eq!(answer.unwrap(), "k");
+
+    // The fleet gate and pacer with Redis unreachable: refused (failing
+    // closed), admitted (failing open), paced by the local share.
+    let closed = FleetGate::builder("redis://127.0.0.1:1/", "jobs")
+        .build()
+        .unwrap();
+    assert!(closed.acquire().await.is_err());
+    let open = FleetGate::builder("redis://127.0.0.1:1/", "jobs")
+        .fail_open(true)
+        .build()
+        .unwrap();
+    assert_eq!(open.acquire().await.unwrap().fence(), None);
+    let pacer = FleetPacer::builder("redis://127.0.0.1:1/", "warmup")
+        .rate(10, Duration::from_secs(1))
+        .build()
+        .unwrap();
+    pacer.wait().await.unwrap();
+    assert_eq!(pacer.stats().local_turns, 1);
 
     // Pace: one a second, at most 1.5 s of wait: one waits, one is turned away.
     let pacer = Pacer::builder()

@@ -262,6 +262,7 @@ impl FleetGate {
                     pending.shared = None;
                     let waited = started.elapsed();
                     shared.counts.acquired.add();
+                    crate::telemetry::count::fleet_gate("acquired");
                     if full {
                         shared.counts.waited.add();
                     }
@@ -273,6 +274,7 @@ impl FleetGate {
                 // so `pending` stays armed and removes the token).
                 None if shared.fail_open => {
                     shared.counts.admitted_open.add();
+                    crate::telemetry::count::fleet_gate("admitted_open");
                     record(None, started.elapsed(), false);
                     return Ok(SlotGuard::open());
                 }
@@ -280,6 +282,7 @@ impl FleetGate {
                 None if deadline.is_some_and(|d| Instant::now() < d) => {}
                 None => {
                     shared.counts.unavailable.add();
+                    crate::telemetry::count::fleet_gate("unavailable");
                     return Err(GateError::unavailable(started.elapsed()));
                 }
             }
@@ -289,9 +292,11 @@ impl FleetGate {
                     // Redis answered last: this token holds nothing.
                     pending.shared = None;
                     shared.counts.timed_out.add();
+                    crate::telemetry::count::fleet_gate("timed_out");
                     return Err(GateError::timeout(started.elapsed()));
                 }
                 shared.counts.unavailable.add();
+                crate::telemetry::count::fleet_gate("unavailable");
                 return Err(GateError::unavailable(started.elapsed()));
             }
             let wake = now + delays.next_delay();
@@ -552,6 +557,7 @@ async fn renew(shared: Arc<Shared>, token: String, sent: Instant, tell: watch::S
         };
     }
     shared.counts.lost.add();
+    crate::telemetry::count::fleet_gate("lost");
     tracing::event!(
         target: "dephase::redis",
         tracing::Level::WARN,

@@ -216,6 +216,7 @@ impl FleetPacer {
         let max_wait = crate::pace::max_wait_now(shared.max_wait).inspect_err(|_| {
             shared.overloaded.add();
             crate::telemetry::count::pace_overloaded();
+            crate::telemetry::count::fleet_pace("overloaded");
         })?;
         let Some(reserved) = shared.reserve(max_wait).await else {
             // Redis unreachable: this replica's share of the quota.
@@ -224,6 +225,7 @@ impl FleetPacer {
             if turn.is_err() {
                 shared.overloaded.add();
             }
+            crate::telemetry::count::fleet_pace(if turn.is_ok() { "local" } else { "overloaded" });
             return turn;
         };
         let received = Instant::now();
@@ -232,6 +234,7 @@ impl FleetPacer {
             Reserved::TooFar(wait) => {
                 shared.overloaded.add();
                 crate::telemetry::count::pace_overloaded();
+                crate::telemetry::count::fleet_pace("overloaded");
                 return Err(Overloaded::new(wait, max_wait));
             }
         };
@@ -247,9 +250,11 @@ impl FleetPacer {
                 });
                 shared.overloaded.add();
                 crate::telemetry::count::pace_overloaded();
+                crate::telemetry::count::fleet_pace("overloaded");
                 return Err(Overloaded::new(wait, max_wait));
             }
         };
+        crate::telemetry::count::fleet_pace("redis");
         if wait.is_zero() {
             record(Duration::ZERO);
             return Ok(Duration::ZERO);

@@ -8,6 +8,8 @@ pub(crate) use super::metrics::{
     hedge_answered, hedge_refused, hedge_sent, limit_changed, limit_rejected, limit_waited,
     pace_overloaded, pace_waited, redis_lease, retried_call, retry, throttle_rejected,
 };
+#[cfg(all(feature = "otel", feature = "redis"))]
+pub(crate) use super::metrics::{fleet_gate, fleet_pace};
 
 #[cfg(not(feature = "otel"))]
 pub(crate) use self::off::*;
@@ -66,4 +68,10 @@ mod off {
     pub(crate) fn limit_waited(_waited: Duration) {}
     #[inline(always)]
     pub(crate) fn redis_lease(_lease: &'static str, _waited: Duration) {}
+    #[cfg(feature = "redis")]
+    #[inline(always)]
+    pub(crate) fn fleet_gate(_outcome: &'static str) {}
+    #[cfg(feature = "redis")]
+    #[inline(always)]
+    pub(crate) fn fleet_pace(_outcome: &'static str) {}
 }

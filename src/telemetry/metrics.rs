@@ -76,6 +76,17 @@ pub const LIMIT_REJECTIONS: &str = "dephase.limit.rejections";
 pub const LIMIT: &str = "dephase.limit.limit";
 /// The attribute that says why a hedge was not sent.
 pub const HEDGE_REFUSAL: &str = "dephase.hedge.refusal";
+/// Slot requests of fleet gates, by outcome (attribute
+/// `dephase.fleet.outcome`: `acquired`, `timed_out`, `unavailable`,
+/// `admitted_open`; and `lost` for a slot lost while held). Counter
+/// (feature `redis`).
+pub const FLEET_GATE: &str = "dephase.fleet.gate";
+/// Callers of fleet pacers, by where their turn came from (attribute
+/// `dephase.fleet.outcome`: `redis`, `local` (Redis unreachable: the
+/// replica's share), `overloaded`). Counter (feature `redis`).
+pub const FLEET_PACE: &str = "dephase.fleet.pace";
+/// The attribute of [`FLEET_GATE`] and [`FLEET_PACE`].
+pub const FLEET_OUTCOME: &str = "dephase.fleet.outcome";
 /// Delays applied, in seconds (attribute `dephase.layer`: `retry` (a
 /// backoff), `hedge` (how long a request had run when a hedge was sent),
 /// `limit` (a caller's wait for a concurrency slot), `breaker` (an open time), `cache` (a TTL jitter), `pace` (a
@@ -106,6 +117,10 @@ struct Instruments {
     cache_stores: Counter<u64>,
     #[cfg(feature = "redis")]
     redis_leases: Counter<u64>,
+    #[cfg(feature = "redis")]
+    fleet_gate: Counter<u64>,
+    #[cfg(feature = "redis")]
+    fleet_pace: Counter<u64>,
     pace_waits: Counter<u64>,
     pace_overloaded: Counter<u64>,
     throttle_rejections: Counter<u64>,
@@ -179,6 +194,18 @@ impl Instruments {
                 REDIS_LEASES,
                 "{request}",
                 "Requests through the Redis store, by lease outcome",
+            ),
+            #[cfg(feature = "redis")]
+            fleet_gate: counter(
+                FLEET_GATE,
+                "{request}",
+                "Slot requests of fleet gates, by outcome",
+            ),
+            #[cfg(feature = "redis")]
+            fleet_pace: counter(
+                FLEET_PACE,
+                "{call}",
+                "Callers of fleet pacers, by where their turn came from",
             ),
             pace_waits: counter(PACE_WAITS, "{call}", "Callers a pacer made wait"),
             pace_overloaded: counter(PACE_OVERLOADED, "{call}", "Callers a pacer turned away"),
@@ -359,6 +386,20 @@ pub(crate) fn hedge_answered(winner: &'static str) {
     instruments()
         .hedge_answers
         .add(1, &[KeyValue::new(super::HEDGE_WINNER, winner)]);
+}
+
+#[cfg(feature = "redis")]
+pub(crate) fn fleet_gate(outcome: &'static str) {
+    instruments()
+        .fleet_gate
+        .add(1, &[KeyValue::new(FLEET_OUTCOME, outcome)]);
+}
+
+#[cfg(feature = "redis")]
+pub(crate) fn fleet_pace(outcome: &'static str) {
+    instruments()
+        .fleet_pace
+        .add(1, &[KeyValue::new(FLEET_OUTCOME, outcome)]);
 }
 
 pub(crate) fn limit_rejected() {
