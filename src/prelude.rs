@@ -38,4 +38,9 @@ pub use crate::http::DephaseMiddleware;
 #[cfg(feature = "http")]
 pub use crate::http::{FanoutLayer, HttpClassifier, IdempotentRequests, ReplayLayer, RequestKey};
 #[cfg(feature = "redis")]
-pub use crate::redis::RedisStore;
+pub use crate::redis::error::GateError;
+#[cfg(feature = "redis")]
+pub use crate::redis::{
+    FleetBudget, FleetGate, FleetGateLayer, FleetPaceLayer, FleetPacer, RedisStore, Server,
+    SlotGuard,
+};

@@ -598,7 +598,7 @@ fn bad_settings_are_errors_not_panics() {
             dephase::redis::Server::new("rediss://127.0.0.1:6380/")
                 .root_certificate(b"not a PEM".to_vec())
         )),
-        "redis.url"
+        "redis.root_certificate"
     );
     assert_eq!(field(builder().ttl(Duration::ZERO)), "redis.ttl");
     assert_eq!(

@@ -17,10 +17,14 @@
 //!   connection and flights) on the shared server: one recompute per
 //!   expiry for the fleet.
 //!
+//! Then the other fleet stores ([`rest`]): a gate, a pacer and a retry
+//! budget shared by replicas through Redis, against each replica alone.
+//!
 //! ```text
 //! cargo run --release --example fleet --features redis
 //! ```
 
+mod rest;
 pub mod server;
 
 use std::sync::Arc;
@@ -246,4 +250,20 @@ async fn main() {
     println!(
         "\ncalls: origin calls in the run; per expiry: calls / calls of one replica in the same mode; peak: most origin calls at once; waited: flights that waited for another replica's load"
     );
+
+    let url = server.url();
+    let (peak, took) = rest::gate(&url).await;
+    println!(
+        "\nFleetGate, K = 5: 100 jobs of 20 ms over 10 replicas: at most {peak} at once, all done in {took:.2?}"
+    );
+    let [(shared_peak, shared_last), (alone_peak, alone_last)] = rest::pacer(&url).await;
+    println!(
+        "FleetPacer, 100 a second for 10 replicas × 30 callers: at most {shared_peak} in any 100 ms, the last at {shared_last:.2?}; a Pacer per replica: {alone_peak} in 100 ms, the last at {alone_last:.2?}"
+    );
+    for replicas in [1, 5, 10] {
+        let [shared, alone] = rest::budget(&url, replicas).await;
+        println!(
+            "FleetBudget, 50 retries a second, {replicas:>2} replicas flooding: {shared:.1} retries/s; a RatioBudget of 50/s per replica: {alone:.1}/s"
+        );
+    }
 }

@@ -73,6 +73,12 @@ return grant
 /// fleet is ahead of its budget by at most `replicas × batch` retries.
 /// Tokens leased and not spent stay with their replica (at most `batch`).
 ///
+/// A replica spends only what it leased. A new replica has nothing until
+/// its first sync (its first retry is refused), and a quiet one holds one
+/// token: after a quiet spell, a burst of retries gets that one, then up to
+/// twice what it asked for (at most `batch`) at each following sync. Size
+/// `batch` and `sync_every` for the bursts a replica must absorb.
+///
 /// When Redis is unreachable (two syncs in a row failed), each replica
 /// falls back to a local [`RatioBudget`] with its share of the reserve
 /// (`reserve / replicas`), the same ratio, and a window that keeps about
@@ -394,7 +400,8 @@ impl FleetBudgetBuilder {
     }
 
     /// The most tokens the bucket holds (default ten seconds of the
-    /// reserve, at least `batch`). A new bucket starts full.
+    /// reserve, at least `batch`). A new bucket starts full — in Redis:
+    /// each replica leases from it at its syncs (see the type's docs).
     pub fn cap(mut self, cap: f64) -> Self {
         self.cap = Some(cap);
         self
@@ -437,7 +444,8 @@ impl FleetBudgetBuilder {
     ///
     /// # Errors
     ///
-    /// A URL that is not a Redis URL (`fleet_budget.url`), an empty name
+    /// A URL that is not a Redis URL (`fleet_budget.url`), a root
+    /// certificate that is not PEM (`fleet_budget.root_certificate`), an empty name
     /// (`fleet_budget.name`), a reserve that is negative, not finite or over
     /// a million a second (`fleet_budget.reserve_per_sec`), a ratio outside
     /// `[0, 1000]` (`fleet_budget.ratio`), a cap that is not finite or below
@@ -447,7 +455,11 @@ impl FleetBudgetBuilder {
     /// zero replicas (`fleet_budget.replicas`), a zero `op_timeout`
     /// (`fleet_budget.op_timeout`).
     pub fn build(self) -> Result<FleetBudget, ConfigError> {
-        let client = self.server.open("fleet_budget.url", self.op_timeout)?;
+        let client = self.server.open(
+            "fleet_budget.url",
+            "fleet_budget.root_certificate",
+            self.op_timeout,
+        )?;
         if self.name.is_empty() {
             return Err(ConfigError::new("fleet_budget.name", "must not be empty"));
         }

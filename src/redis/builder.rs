@@ -124,7 +124,7 @@ where
             keep,
             ..
         } = self.backend;
-        let client = server.open("redis.url", op_timeout)?;
+        let client = server.open("redis.url", "redis.root_certificate", op_timeout)?;
         let positive = |field, d: Duration| {
             if d.is_zero() {
                 Err(ConfigError::new(field, "must be greater than zero"))

@@ -145,6 +145,8 @@ return 1
 ///     .lease_ttl(Duration::from_secs(30))
 ///     .max_wait(Duration::from_secs(600))
 ///     .build()?;
+/// // On a Redis that has never seen this gate (or lost its data), the
+/// // first slot comes one lease TTL later: see `restart_grace`.
 /// let slot = gate.acquire().await?;
 /// remediate(slot.fence()).await;
 /// drop(slot); // or `slot.release().await`
@@ -661,7 +663,8 @@ impl FleetGateBuilder {
     ///
     /// # Errors
     ///
-    /// A URL that is not a Redis URL (`gate.url`), an empty name
+    /// A URL that is not a Redis URL (`gate.url`), a root certificate that
+    /// is not PEM (`gate.root_certificate`), an empty name
     /// (`gate.name`), zero slots (`gate.slots`), a lease TTL under 1 ms or
     /// over a day (`gate.lease_ttl`), a renewal interval that is zero or not
     /// below the TTL (`gate.renew_every`), a zero `op_timeout` or one that
@@ -669,7 +672,9 @@ impl FleetGateBuilder {
     /// renewal must be able to fail and still leave time), a `max_wait` over
     /// 100 years (`gate.max_wait`).
     pub fn build(self) -> Result<FleetGate, ConfigError> {
-        let client = self.server.open("gate.url", self.op_timeout)?;
+        let client = self
+            .server
+            .open("gate.url", "gate.root_certificate", self.op_timeout)?;
         if self.name.is_empty() {
             return Err(ConfigError::new("gate.name", "must not be empty"));
         }

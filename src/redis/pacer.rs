@@ -144,7 +144,9 @@ pub(super) struct Shared {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FleetPacerStats {
-    /// Callers that waited for a turn from Redis (and then went).
+    /// Callers that waited for a turn from Redis (and then went); a caller
+    /// whose turn was due at once is not counted (that would cost the path
+    /// that does not wait).
     pub waited: u64,
     /// Callers turned away: their turn was more than the maximum wait away.
     pub overloaded: u64,
@@ -203,9 +205,11 @@ impl FleetPacer {
     /// Waits for this caller's turn in the fleet's schedule: `Ok` with the
     /// wait it applied (jitter included), or [`Overloaded`] at once if the
     /// turn is too far away. Dropping the future while it waits for its
-    /// turn gives the turn back where nobody booked after it; dropping it
-    /// during the round trip that books it cannot (the reply never comes
-    /// back to it): that turn goes unused.
+    /// turn gives the turn back where nobody booked after it — in the
+    /// background, so a caller that books at that very moment may come
+    /// first, and the turn goes unused; dropping it during the round trip
+    /// that books it cannot (the reply never comes back to it): that turn
+    /// goes unused too. Neither ever sends more than the quota.
     ///
     /// # Errors
     ///
@@ -501,13 +505,18 @@ impl FleetPacerBuilder {
     ///
     /// What [`PacerBuilder::build`](crate::pace::PacerBuilder::build) says
     /// of the quota (`pace.*`); a URL that is not a Redis URL
-    /// (`fleet_pace.url`), an empty name (`fleet_pace.name`), a quota
+    /// (`fleet_pace.url`), a root certificate that is not PEM
+    /// (`fleet_pace.root_certificate`), an empty name (`fleet_pace.name`), a quota
     /// interval over a day or not within 1% of whole microseconds
     /// (`fleet_pace.quota`), zero replicas
     /// (`fleet_pace.replicas`), a zero `op_timeout`
     /// (`fleet_pace.op_timeout`).
     pub fn build(self) -> Result<FleetPacer, ConfigError> {
-        let client = self.server.open("fleet_pace.url", self.op_timeout)?;
+        let client = self.server.open(
+            "fleet_pace.url",
+            "fleet_pace.root_certificate",
+            self.op_timeout,
+        )?;
         if self.name.is_empty() {
             return Err(ConfigError::new("fleet_pace.name", "must not be empty"));
         }

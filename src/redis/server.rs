@@ -26,7 +26,10 @@ use crate::error::ConfigError;
 ///   store's `WARN` event carries rustls's reason).
 /// - [`Server::cluster`]: a Redis Cluster, from some of its nodes. Every
 ///   script of the fleet stores touches the keys of one hash slot (their
-///   keys share a `{…}` tag), so each runs on the node that owns it.
+///   keys share a `{…}` tag), so each runs on the node that owns it. Nodes
+///   that are not in cluster mode are refused when the store first
+///   connects, like an unreachable server: the store's `WARN` event says
+///   why.
 ///
 /// ```
 /// use dephase::redis::{FleetGate, Server};
@@ -79,10 +82,12 @@ impl Server {
         self
     }
 
-    /// The client, checked: `field` names the setting in the error.
+    /// The client, checked: `field` names the URL setting in the error,
+    /// `certificate` the root certificate's.
     pub(super) fn open(
         &self,
         field: &'static str,
+        certificate: &'static str,
         op_timeout: Duration,
     ) -> Result<Client, ConfigError> {
         let bad = |e: RedisError| ConfigError::new(field, e.to_string());
@@ -93,16 +98,10 @@ impl Server {
             match CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>() {
                 Ok(certificates) if !certificates.is_empty() => {}
                 Ok(_) => {
-                    return Err(ConfigError::new(
-                        field,
-                        "the root certificate holds no PEM certificate",
-                    ));
+                    return Err(ConfigError::new(certificate, "holds no PEM certificate"));
                 }
                 Err(e) => {
-                    return Err(ConfigError::new(
-                        field,
-                        format!("the root certificate is not PEM: {e}"),
-                    ));
+                    return Err(ConfigError::new(certificate, format!("is not PEM: {e}")));
                 }
             }
         }
