@@ -12,8 +12,6 @@
 mod fleet;
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dephase::budget::{RatioBudget, RetryBudget};
@@ -39,33 +37,7 @@ fn budget(server: &RedisServer, name: &str, reserve: f64) -> FleetBudget {
         .unwrap()
 }
 
-/// Every replica asks for a retry every millisecond for `run`; the
-/// retries granted across them.
-async fn flood<B: RetryBudget + Clone + 'static>(replicas: &[B], run: Duration) -> u64 {
-    let granted = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = replicas
-        .iter()
-        .cloned()
-        .map(|budget| {
-            let granted = granted.clone();
-            tokio::spawn(async move {
-                let start = Instant::now();
-                let mut tick = tokio::time::interval(Duration::from_millis(1));
-                while start.elapsed() < run {
-                    tick.tick().await;
-                    budget.deposit();
-                    if budget.withdraw().is_some() {
-                        granted.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    granted.load(Ordering::Relaxed)
-}
+use fleet::rest::flood;
 
 /// The retry flood, in one process: whatever the number of
 /// replicas, the fleet's retries follow the one reserve (50 a second);

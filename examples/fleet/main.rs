@@ -24,7 +24,7 @@
 //! cargo run --release --example fleet --features redis
 //! ```
 
-mod rest;
+pub mod rest;
 pub mod server;
 
 use std::sync::Arc;

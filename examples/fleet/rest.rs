@@ -151,7 +151,9 @@ pub async fn budget(url: &str, replicas: usize) -> [f64; 2] {
     ]
 }
 
-async fn flood<B: RetryBudget + Clone + 'static>(replicas: &[B], run: Duration) -> u64 {
+/// Every replica asks for a retry (after a request's deposit) every
+/// millisecond for `run`; the retries granted across them.
+pub async fn flood<B: RetryBudget + Clone + 'static>(replicas: &[B], run: Duration) -> u64 {
     let granted = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = replicas
         .iter()
