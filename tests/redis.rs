@@ -600,6 +600,14 @@ fn bad_settings_are_errors_not_panics() {
         )),
         "redis.root_certificate"
     );
+    // A certificate authority is for TLS: with a redis:// URL it is a mistake.
+    assert_eq!(
+        field(RedisStore::builder(
+            dephase::redis::Server::new("redis://127.0.0.1:6379/")
+                .root_certificate(b"-----BEGIN CERTIFICATE-----\n".to_vec())
+        )),
+        "redis.root_certificate"
+    );
     assert_eq!(field(builder().ttl(Duration::ZERO)), "redis.ttl");
     assert_eq!(
         field(builder().lease_ttl(Duration::ZERO)),

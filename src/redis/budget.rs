@@ -211,7 +211,11 @@ impl FleetBudget {
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            runtime.spawn(sync_loop(Arc::downgrade(shared)));
+            // The guard goes with the task from the start: a task dropped
+            // before its first poll (its runtime shutting down) clears the
+            // flag too.
+            let running = Running(Arc::downgrade(shared));
+            runtime.spawn(sync_loop(running));
         }
     }
 }
@@ -228,8 +232,8 @@ impl Drop for Running {
 }
 
 /// Syncs every `sync_every` until the budget is dropped.
-async fn sync_loop(budget: Weak<Shared>) {
-    let _running = Running(budget.clone());
+async fn sync_loop(running: Running) {
+    let budget = running.0.clone();
     let Some(every) = budget.upgrade().map(|s| s.sync_every) else {
         return;
     };
@@ -283,7 +287,9 @@ impl Shared {
                 // The requests not reported go to the fallback, which
                 // decides once two syncs in a row have failed (one slow
                 // reply does not hand the decision over).
-                for _ in 0..deposits {
+                // (At most 10 000: a fallback window's worth of requests at
+                // any rate a replica sustains between two syncs.)
+                for _ in 0..deposits.min(10_000) {
                     self.fallback.deposit();
                 }
                 self.counts.failed_syncs.add();

@@ -255,9 +255,13 @@ impl FleetGate {
             shared: Some(Arc::clone(shared)),
             token: &token,
         };
+        // Whether a script went unanswered: it may have granted the token a
+        // slot, which the token must then give back.
+        let mut unanswered = false;
         loop {
             let sent = Instant::now();
-            let answer = shared.try_acquire(&token).await;
+            let (answer, reached_redis) = shared.try_acquire(&token).await;
+            unanswered |= answer.is_none() && reached_redis;
             let reached = answer.is_some();
             match answer {
                 Some(Answer::Granted(fence)) => {
@@ -275,6 +279,9 @@ impl FleetGate {
                 // Unreachable (or no reply in time: the script may have run,
                 // so `pending` stays armed and removes the token).
                 None if shared.fail_open => {
+                    if !unanswered {
+                        pending.shared = None;
+                    }
                     shared.counts.admitted_open.add();
                     crate::telemetry::count::fleet_gate("admitted_open");
                     record(None, started.elapsed(), false);
@@ -283,6 +290,9 @@ impl FleetGate {
                 // A caller with time left keeps polling through a blip.
                 None if deadline.is_some_and(|d| Instant::now() < d) => {}
                 None => {
+                    if !unanswered {
+                        pending.shared = None;
+                    }
                     shared.counts.unavailable.add();
                     crate::telemetry::count::fleet_gate("unavailable");
                     return Err(GateError::unavailable(started.elapsed()));
@@ -290,9 +300,11 @@ impl FleetGate {
             }
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
-                if reached {
-                    // Redis answered last: this token holds nothing.
+                if !unanswered {
+                    // Every script sent was answered: the token holds nothing.
                     pending.shared = None;
+                }
+                if reached {
                     shared.counts.timed_out.add();
                     crate::telemetry::count::fleet_gate("timed_out");
                     return Err(GateError::timeout(started.elapsed()));
@@ -326,11 +338,12 @@ impl FleetGate {
 }
 
 impl Shared {
-    /// One acquire script. `None`: Redis unreachable.
-    async fn try_acquire(&self, token: &str) -> Option<Answer> {
-        let (fence, wait): (i64, i64) = self
+    /// One acquire script. `None`: Redis unreachable; with whether the
+    /// script was sent (then it may have run).
+    async fn try_acquire(&self, token: &str) -> (Option<Answer>, bool) {
+        let (reply, sent) = self
             .link
-            .run(|mut c: Connection| async move {
+            .run_sent(|mut c: Connection| async move {
                 ACQUIRE
                     .key(&self.holders)
                     .key(&self.fence)
@@ -342,11 +355,15 @@ impl Shared {
                     .invoke_async(&mut c)
                     .await
             })
-            .await?;
-        Some(match u64::try_from(fence) {
+            .await;
+        let Some((fence, wait)): Option<(i64, i64)> = reply else {
+            return (None, sent);
+        };
+        let answer = match u64::try_from(fence) {
             Ok(fence) if fence > 0 => Answer::Granted(fence),
             _ => Answer::Full(Duration::from_millis(u64::try_from(wait).unwrap_or(1))),
-        })
+        };
+        (Some(answer), sent)
     }
 
     /// One renewal. `None`: Redis unreachable; `Some(false)`: the lease is gone.

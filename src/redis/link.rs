@@ -112,14 +112,40 @@ impl Link {
         F: FnOnce(Connection) -> Fut,
         Fut: Future<Output = Result<R, RedisError>>,
     {
-        let (generation, connection) = self.connection().await?;
-        match tokio::time::timeout(self.op_timeout, op(connection)).await {
+        self.run_sent(op).await.0
+    }
+
+    /// [`run`](Self::run), and whether the command was sent at all (a
+    /// command sent without a reply may still have run in Redis; one never
+    /// sent did not).
+    pub(super) async fn run_sent<R, F, Fut>(&self, op: F) -> (Option<R>, bool)
+    where
+        F: FnOnce(Connection) -> Fut,
+        Fut: Future<Output = Result<R, RedisError>>,
+    {
+        let Some((generation, connection)) = self.connection().await else {
+            return (None, false);
+        };
+        let reply = match tokio::time::timeout(self.op_timeout, op(connection)).await {
             Ok(Ok(reply)) => Some(reply),
             // Redis answered, with an error (WRONGTYPE: another program's
             // data under our key; LOADING, BUSY, OOM...) or a reply of the
             // wrong shape: this command failed, the link is fine.
             Ok(Err(error)) if !breaks_link(&error) => {
                 self.refused(&error);
+                None
+            }
+            // A cluster connection repairs its node connections itself: one
+            // node's failure must not take every shard down with it.
+            Ok(Err(error)) if self.client.is_cluster() => {
+                self.refused(&error);
+                None
+            }
+            Err(_) if self.client.is_cluster() => {
+                self.refused(&RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no reply within {:?}", self.op_timeout),
+                )));
                 None
             }
             Ok(Err(error)) => {
@@ -133,7 +159,8 @@ impl Link {
                 );
                 None
             }
-        }
+        };
+        (reply, true)
     }
 
     /// Says (at most once a second) that Redis refused a command.
@@ -165,8 +192,14 @@ impl Link {
         if let Some(ready) = self.usable()? {
             return Some(ready); // somebody else connected meanwhile
         }
-        let opened =
-            tokio::time::timeout(self.op_timeout, self.client.connect(self.op_timeout)).await;
+        // A cluster's setup is several round trips (the seed nodes, the slot
+        // map, every node): four deadlines' worth.
+        let budget = if self.client.is_cluster() {
+            self.op_timeout.saturating_mul(4)
+        } else {
+            self.op_timeout
+        };
+        let opened = tokio::time::timeout(budget, self.client.connect(self.op_timeout)).await;
         match opened {
             Ok(Ok(connection)) => {
                 let mut state = lock(&self.state);

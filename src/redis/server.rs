@@ -91,7 +91,23 @@ impl Server {
         op_timeout: Duration,
     ) -> Result<Client, ConfigError> {
         let bad = |e: RedisError| ConfigError::new(field, e.to_string());
+        let urls: Vec<&str> = match &self.nodes {
+            Nodes::One(url) => vec![url.as_str()],
+            Nodes::Cluster(nodes) => nodes.iter().map(String::as_str).collect(),
+        };
+        if urls.iter().any(|url| url.starts_with("rediss://")) {
+            // rustls with ring, whatever else the application turned on: an
+            // application with rustls's aws-lc-rs too would leave rustls no
+            // default to pick. A provider already installed is kept.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         if let Some(pem) = &self.root_certificate {
+            if let Some(url) = urls.iter().find(|url| !url.starts_with("rediss://")) {
+                return Err(ConfigError::new(
+                    certificate,
+                    format!("is for TLS, and {} is not a rediss:// URL", host_of(url)),
+                ));
+            }
             // Checked here, so that a bad file is said at build time.
             use rustls::pki_types::CertificateDer;
             use rustls::pki_types::pem::PemObject;
@@ -200,6 +216,11 @@ impl Client {
                 Ok(Connection::Cluster(client.get_async_connection().await?))
             }
         }
+    }
+
+    /// Whether it is a cluster's.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Client::Cluster(_))
     }
 
     /// Where it points, for `Debug`.
