@@ -28,7 +28,6 @@
 //! been told it lost the slot ([`SlotGuard::is_lost`]).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -467,7 +466,6 @@ struct Held {
     fence: u64,
     lost: watch::Receiver<bool>,
     renewer: tokio::task::JoinHandle<()>,
-    released: AtomicBool,
 }
 
 impl SlotGuard {
@@ -481,7 +479,6 @@ impl SlotGuard {
                 fence,
                 lost,
                 renewer,
-                released: AtomicBool::new(false),
             }),
         }
     }
@@ -525,10 +522,14 @@ impl SlotGuard {
     pub async fn release(mut self) {
         if let Some(held) = self.held.take() {
             held.renewer.abort();
-            held.released.store(true, Ordering::Relaxed);
-            if held.shared.release(&held.token).await.is_none() {
-                // Not confirmed: keep trying in the background.
-                release_later(held.shared, held.token);
+            // Not confirmed (or this future dropped before the reply): the
+            // background tries again.
+            let mut unconfirmed = Pending {
+                shared: Some(Arc::clone(&held.shared)),
+                token: &held.token,
+            };
+            if held.shared.release(&held.token).await.is_some() {
+                unconfirmed.shared = None;
             }
         }
     }
@@ -538,9 +539,7 @@ impl Drop for SlotGuard {
     fn drop(&mut self) {
         if let Some(held) = self.held.take() {
             held.renewer.abort();
-            if !held.released.load(Ordering::Relaxed) {
-                release_later(held.shared, held.token);
-            }
+            release_later(held.shared, held.token);
         }
     }
 }

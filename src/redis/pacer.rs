@@ -224,10 +224,10 @@ impl FleetPacer {
         })?;
         let Some(reserved) = shared.reserve(max_wait).await else {
             // Redis unreachable: this replica's share of the quota.
-            shared.local_turns.add();
             let turn = shared.local.wait().await;
-            if turn.is_err() {
-                shared.overloaded.add();
+            match turn {
+                Ok(_) => shared.local_turns.add(),
+                Err(_) => shared.overloaded.add(),
             }
             crate::telemetry::count::fleet_pace(if turn.is_ok() { "local" } else { "overloaded" });
             return turn;
