@@ -449,3 +449,58 @@ async fn a_delayed_fault_call_sends_the_instance_it_readied() {
     );
     assert_eq!(origin.calls(), 30);
 }
+
+/// A call that waits for a fleet gate's slot (here admitted without one:
+/// Redis is unreachable and the gate fails open) is sent through the
+/// instance it readied.
+#[cfg(feature = "redis")]
+#[tokio::test(start_paused = true)]
+async fn a_fleet_gated_call_sends_the_instance_it_readied() {
+    use dephase::redis::{FleetGate, FleetGateLayer};
+    let origin = Origin::new(false);
+    let gate = FleetGate::builder("redis://127.0.0.1:1/", "readiness")
+        .fail_open(true)
+        .op_timeout(10 * MS)
+        .build()
+        .unwrap();
+    over_reserving_services!(
+        FleetGateLayer::new(gate.clone()),
+        origin.service(),
+        |svc| async {
+            assert_eq!(
+                one_by_one(svc.clone(), 0..5).await,
+                ["0", "1", "2", "3", "4"]
+            );
+            assert_eq!(herd(&svc, 0..10).await, 10);
+        }
+    );
+    assert_eq!(origin.calls(), 30);
+    assert_eq!(gate.stats().admitted_open, 30);
+}
+
+/// A call that waits for its turn in a fleet pacer (here the local share:
+/// Redis is unreachable) is sent through the instance it readied.
+#[cfg(feature = "redis")]
+#[tokio::test(start_paused = true)]
+async fn a_fleet_paced_call_sends_the_instance_it_readied() {
+    use dephase::redis::{FleetPaceLayer, FleetPacer};
+    let origin = Origin::new(false);
+    let pacer = FleetPacer::builder("redis://127.0.0.1:1/", "readiness")
+        .rate(1000, Duration::from_secs(1))
+        .op_timeout(10 * MS)
+        .build()
+        .unwrap();
+    over_reserving_services!(
+        FleetPaceLayer::new(pacer.clone()),
+        origin.service(),
+        |svc| async {
+            assert_eq!(
+                one_by_one(svc.clone(), 0..5).await,
+                ["0", "1", "2", "3", "4"]
+            );
+            assert_eq!(herd(&svc, 0..10).await, 10);
+        }
+    );
+    assert_eq!(origin.calls(), 30);
+    assert_eq!(pacer.stats().local_turns, 30);
+}
