@@ -242,10 +242,7 @@ fn budget_worker_process() {
         };
         // One byte per retry on one connection to the origin.
         let mut origin = std::net::TcpStream::connect(&parts[1]).unwrap();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let now_ms = support::epoch_ms();
         budget.deposit(); // starts the sync before the flood
         tokio::time::sleep(Duration::from_millis(start_ms.saturating_sub(now_ms))).await;
         let start = Instant::now();
@@ -264,30 +261,11 @@ fn budget_worker_process() {
 async fn retries(server: &RedisServer, mode: &str, processes: usize) -> usize {
     let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = origin.local_addr().unwrap();
-    let start_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-        + 1500;
+    let start_ms = support::epoch_ms() + 1500;
     let name = format!("processes-{mode}-{processes}");
-    let exe = std::env::current_exe().unwrap();
+    let spec = format!("{} {address} {mode} {name} {start_ms}", server.url());
     let mut children: Vec<_> = (0..processes)
-        .map(|_| {
-            std::process::Command::new(&exe)
-                .args([
-                    "budget_worker_process",
-                    "--exact",
-                    "--include-ignored",
-                    "--nocapture",
-                ])
-                .env(
-                    "DEPHASE_BUDGET_WORKER",
-                    format!("{} {address} {mode} {name} {start_ms}", server.url()),
-                )
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| support::worker("budget_worker_process", "DEPHASE_BUDGET_WORKER", &spec))
         .collect();
     // Each worker's connection, read to its end: the bytes are retries.
     let mut readers = Vec::new();

@@ -10,6 +10,7 @@
 #[allow(dead_code)]
 #[path = "../examples/fleet/main.rs"]
 mod fleet;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -346,24 +347,9 @@ async fn ten_processes_never_hold_more_than_k_even_when_one_is_killed() {
     let Some(server) = server() else { return };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = listener.local_addr().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let spawn = |jobs: u32| {
-        std::process::Command::new(&exe)
-            .args([
-                "gate_worker_process",
-                "--exact",
-                "--include-ignored",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(
-                "DEPHASE_GATE_WORKER",
-                format!("{} {origin} {jobs}", server.url()),
-            )
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
+        let spec = format!("{} {origin} {jobs}", server.url());
+        support::worker("gate_worker_process", "DEPHASE_GATE_WORKER", &spec)
     };
     let victim = Arc::new(std::sync::Mutex::new(Some(spawn(10))));
     let victim_pid = victim.lock().unwrap().as_ref().unwrap().id();

@@ -315,10 +315,7 @@ fn pace_worker_process() {
             pacer.wait().await.unwrap();
         }
         let socket = Arc::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
+        let now_ms = support::epoch_ms();
         tokio::time::sleep(Duration::from_millis(start_ms.saturating_sub(now_ms))).await;
         let tasks: Vec<_> = (0..instances)
             .map(|_| {
@@ -350,29 +347,10 @@ async fn warm_up(
 ) -> Vec<Duration> {
     let origin = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let address = origin.local_addr().unwrap();
-    let start_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-        + 1500;
-    let exe = std::env::current_exe().unwrap();
+    let start_ms = support::epoch_ms() + 1500;
+    let spec = format!("{} {address} {mode} {instances} {start_ms}", server.url());
     let mut children: Vec<_> = (0..processes)
-        .map(|_| {
-            std::process::Command::new(&exe)
-                .args([
-                    "pace_worker_process",
-                    "--exact",
-                    "--include-ignored",
-                    "--nocapture",
-                ])
-                .env(
-                    "DEPHASE_PACE_WORKER",
-                    format!("{} {address} {mode} {instances} {start_ms}", server.url()),
-                )
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
-        })
+        .map(|_| support::worker("pace_worker_process", "DEPHASE_PACE_WORKER", &spec))
         .collect();
     let mut arrivals = Vec::new();
     let mut buffer = [0u8; 16];

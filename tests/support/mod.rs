@@ -256,3 +256,30 @@ impl dephase::budget::RetryBudget for Counting {
         self.inner.balance()
     }
 }
+
+/// Starts one copy of this test binary that runs only the ignored test
+/// `test` (the body of a worker process), with `var` set to `spec`.
+pub fn worker(test: &str, var: &str, spec: &str) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            test,
+            "--exact",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(var, spec)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the worker process starts")
+}
+
+/// Wall-clock milliseconds since the epoch: how worker processes agree on
+/// an instant to start together.
+pub fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_millis() as u64
+}
