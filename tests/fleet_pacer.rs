@@ -414,3 +414,26 @@ async fn ten_processes_warm_up_at_the_fleets_rate() {
     assert!(s100 >= 5 * f100, "{s100} against {f100} per 100 ms");
     assert!(f100 <= 20, "{f100} per 100 ms with a fleet quota of 10");
 }
+
+/// Huge settings are errors or plain waits, never an overflow: a maximum
+/// wait and a jitter of `Duration::MAX` on a quota of one a day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_waits_do_not_overflow() {
+    let Some(server) = server() else { return };
+    let pacer = FleetPacer::builder(server.url(), "huge")
+        .rate(1, Duration::from_secs(86_400))
+        .max_wait(Duration::MAX)
+        .jitter(Duration::MAX)
+        .build()
+        .unwrap();
+    pacer.wait().await.unwrap(); // the free turn
+    // The next is a day away (plus jitter): it waits, and is dropped.
+    let next = tokio::time::timeout(Duration::from_millis(200), pacer.wait()).await;
+    assert!(next.is_err(), "still waiting");
+    assert!(
+        FleetPacer::builder(server.url(), "x")
+            .rate(1, Duration::MAX)
+            .build()
+            .is_err()
+    );
+}

@@ -270,7 +270,12 @@ impl FleetPacer {
             shared: Some(Arc::clone(shared)),
             booked,
         };
-        tokio::time::sleep_until(at + jitter).await;
+        // A wait too long for an instant (a max wait of centuries) never
+        // comes: about 30 years.
+        let until = at
+            .checked_add(jitter)
+            .unwrap_or_else(|| received + Duration::from_secs(86_400 * 365 * 30));
+        tokio::time::sleep_until(until).await;
         turn.shared = None;
         shared.waited.add();
         crate::telemetry::count::pace_waited();
@@ -341,10 +346,16 @@ impl Shared {
             }
         };
         let turn_here = now_us.saturating_add(wait_us).saturating_add(lag);
-        let at = self.epoch + Duration::from_micros(u64::try_from(turn_here).unwrap_or(0));
+        let by_reply = received
+            .checked_add(wait)
+            .unwrap_or_else(|| received + Duration::from_secs(86_400 * 365 * 30));
+        let at = self
+            .epoch
+            .checked_add(Duration::from_micros(u64::try_from(turn_here).unwrap_or(0)))
+            .unwrap_or(by_reply);
         Some(Reserved::Turn {
             // Never later than the reply's own arrival says.
-            at: at.min(received + wait),
+            at: at.min(by_reply),
             booked,
         })
     }
