@@ -18,7 +18,7 @@ use crate::BoxError;
 use crate::clock::{self, Clock};
 use crate::flight::{Call, Fence, Joined, Table};
 use crate::rng::RngSource;
-use crate::tally::{Count, Striped};
+use crate::tally::Lanes;
 use crate::telemetry::{self, CACHE_TTL_OFFSET_MS};
 
 /// One cached value with what XFetch needs: how long it took to compute.
@@ -79,15 +79,31 @@ struct Shared<K, T> {
     clock: Clock,
 }
 
-/// The counters behind [`MemoryStore::stats`].
+/// The counters behind [`MemoryStore::stats`], in lanes (a hit is
+/// counted with a load and a store, no atomic read-modify-write).
 #[derive(Debug, Default)]
-struct Counts {
-    hits: Striped,
-    early_refreshes: Count,
-    stale: Count,
-    misses: Count,
-    loads: Count,
-    stores: Count,
+struct Counts(Lanes<6>);
+
+/// Which of [`Counts`]' counters.
+#[derive(Debug, Clone, Copy)]
+enum Counted {
+    Hits,
+    EarlyRefreshes,
+    Stale,
+    Misses,
+    Loads,
+    Stores,
+}
+
+impl Counts {
+    #[inline]
+    fn add(&self, counted: Counted) {
+        self.0.add(counted as usize);
+    }
+
+    fn get(&self, counted: Counted) -> u64 {
+        self.0.get(counted as usize)
+    }
 }
 
 /// What a [`MemoryStore`] has done since it was built (every clone counts
@@ -165,8 +181,11 @@ where
 
     /// What the store has done so far: hits, stale answers, misses, loads.
     ///
-    /// Counting is always on and costs one uncontended atomic add per
-    /// lookup (hits go to a per-thread stripe).
+    /// Counting is always on and costs a load and a store per lookup, on
+    /// a cache line of the calling thread's own (no atomic
+    /// read-modify-write). The counts are exact once the threads that
+    /// looked up are done; a snapshot taken while they run may or may not
+    /// include the lookups racing it.
     ///
     /// ```
     /// use std::convert::Infallible;
@@ -192,12 +211,12 @@ where
     pub fn stats(&self) -> MemoryStats {
         let counts = &self.shared.counts;
         MemoryStats {
-            hits: counts.hits.get(),
-            early_refreshes: counts.early_refreshes.get(),
-            stale: counts.stale.get(),
-            misses: counts.misses.get(),
-            loads: counts.loads.get(),
-            stores: counts.stores.get(),
+            hits: counts.get(Counted::Hits),
+            early_refreshes: counts.get(Counted::EarlyRefreshes),
+            stale: counts.get(Counted::Stale),
+            misses: counts.get(Counted::Misses),
+            loads: counts.get(Counted::Loads),
+            stores: counts.get(Counted::Stores),
         }
     }
 
@@ -246,7 +265,7 @@ where
         E: Into<BoxError>,
     {
         let shared = Arc::clone(&self.shared);
-        shared.counts.loads.add();
+        shared.counts.add(Counted::Loads);
         Box::pin(async move {
             let started = Instant::now();
             let result = future.await;
@@ -349,7 +368,7 @@ where
             expires,
             quiet_until,
         };
-        self.counts.stores.add();
+        self.counts.add(Counted::Stores);
         telemetry::count::cache_store();
         self.entries.insert(key, entry);
     }
@@ -392,7 +411,7 @@ where
             if now < entry.quiet_until {
                 // Fresh, and too far from its expiry for XFetch to refresh
                 // it (the judgement below would say the same).
-                shared.counts.hits.add();
+                shared.counts.add(Counted::Hits);
                 return Looked::now(
                     answer(entry.value),
                     Served::hit(
@@ -425,10 +444,10 @@ where
                     expires_in,
                     refresh,
                 } => {
-                    shared.counts.hits.add();
+                    shared.counts.add(Counted::Hits);
                     let result =
                         if refresh && self.refresh_in_background(key, service, request, draws) {
-                            shared.counts.early_refreshes.add();
+                            shared.counts.add(Counted::EarlyRefreshes);
                             CacheResult::EarlyRefresh
                         } else {
                             CacheResult::Hit
@@ -436,7 +455,7 @@ where
                     return Looked::now(answer(entry.value), Served::hit(result, Some(expires_in)));
                 }
                 Verdict::Stale => {
-                    shared.counts.stale.add();
+                    shared.counts.add(Counted::Stale);
                     self.refresh_in_background(key, service, request, draws);
                     return Looked::now(answer(entry.value), Served::new(CacheResult::Stale));
                 }
@@ -447,7 +466,7 @@ where
                 }
             }
         }
-        shared.counts.misses.add();
+        shared.counts.add(Counted::Misses);
         match shared.loads.join(key.clone()) {
             Joined::Follower(waiter) => Looked::flight(waiter, stale),
             Joined::Leader(starter) => {
