@@ -79,30 +79,11 @@ impl Window {
         }
     }
 
-    /// A window like this one (empty), on the same clock: one reading of
-    /// it moves both.
-    pub(crate) fn twin(&self) -> Window {
-        Window {
-            clock: self.clock,
-            slot_nanos: self.slot_nanos,
-            generation: AtomicU64::new(0),
-            slots: (0..self.slots.len()).map(|_| AtomicU64::new(0)).collect(),
-            mask: self.mask,
-        }
-    }
-
     /// Moves the window to now, clearing expired slots; returns the
     /// current generation.
     #[inline]
     pub(crate) fn now(&self) -> u64 {
         self.at(self.clock.elapsed_nanos())
-    }
-
-    /// The window's clock, for a caller that moves two windows made
-    /// together ([`Window::twin`]) with one reading.
-    #[inline]
-    pub(crate) fn elapsed_nanos(&self) -> u64 {
-        self.clock.elapsed_nanos()
     }
 
     /// [`Window::now`] for a reading of the clock taken `nanos` after the
@@ -170,6 +151,20 @@ impl Window {
         self.slots.iter().fold((0, 0), |(high, low), s| {
             let v = s.load(Ordering::SeqCst);
             (high + (v >> 32), low + (v & u64::from(u32::MAX)))
+        })
+    }
+
+    /// The sums of the two packed counters of every slot, the high one
+    /// read as a signed 32-bit count per slot (a slot whose high count was
+    /// taken below zero, by a refund racing the slot being cleared, adds a
+    /// negative amount): `(high, low)`.
+    pub(crate) fn sum_pairs_signed_high(&self) -> (i64, u64) {
+        self.slots.iter().fold((0, 0), |(high, low), s| {
+            let v = s.load(Ordering::SeqCst);
+            (
+                high + i64::from((v >> 32) as u32 as i32),
+                low + (v & u64::from(u32::MAX)),
+            )
         })
     }
 

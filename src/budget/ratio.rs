@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::pool::Counts;
 use super::{BudgetStats, RetryBudget, Withdrawal};
 use crate::error::{ConfigError, check_f64};
-use crate::window::Window;
+use crate::window::{Window, pair};
 
 /// The window is kept as this many time slots (a power of two, so the slot
 /// of a generation is a mask, not a division).
@@ -47,7 +47,8 @@ const DECIMALS: usize = 12;
 /// ```
 ///
 /// A deposit is one read of the clock and one atomic add; a withdrawal is
-/// a clock read, an atomic add and a sum of the two windows' sixteen slots.
+/// a clock read, an atomic add and a sum of the window's sixteen slots
+/// (each holds both counts).
 /// No locks, and concurrent callers can never overdraw the budget (a
 /// withdrawal that would is given back). The clock is tokio's (so
 /// paused-time tests move the window), read on Linux from the kernel's
@@ -66,10 +67,13 @@ pub struct RatioBudget {
 }
 
 struct Inner {
-    /// Requests (deposits), per slot.
-    requests: Window,
-    /// Retries (withdrawals, less refunds), per slot.
-    retries: Window,
+    /// Requests (deposits) in the low 32 bits of each slot, retries
+    /// (withdrawals, less refunds) in the high 32 bits: one reading of the
+    /// clock and one sum of 16 slots serve both. A slot's requests cannot
+    /// carry into its retries: 2³² deposits within one slot (at most
+    /// 3.75 s) would take more than a billion atomic adds per second on
+    /// one cache line, which no machine does.
+    window: Window,
     /// The ratio, `ratio_num / ratio_den` (the decimal as written).
     ratio_num: u128,
     ratio_den: u128,
@@ -80,11 +84,18 @@ struct Inner {
     per_request: u128,
     reserve_term: u128,
     den: u128,
+    /// `per_request` and `den` when both fit in 64 bits (the common
+    /// case): `within` then multiplies 64-bit numbers into 128 bits, which
+    /// cannot overflow, instead of saturating 128-bit products.
+    narrow: Option<(u64, u64)>,
     ttl: Duration,
     min_per_sec: u32,
     ratio: f64,
     counts: Counts,
 }
+
+/// One retry, as added to a slot (the high half).
+const RETRY: u64 = pair(1, 0);
 
 impl RatioBudget {
     /// A builder with Finagle's defaults: ttl 10 s, 10 retries per second, 20%.
@@ -92,30 +103,39 @@ impl RatioBudget {
         RatioBudgetBuilder::default()
     }
 
-    /// `(requests, retries)` in the window now (negative sums, possible for a
-    /// moment when a refund races a slot being cleared, count as zero).
-    fn counts(&self) -> (u128, u128) {
-        let count = |w: &Window| u128::try_from(w.sum_signed()).unwrap_or(0);
-        (count(&self.inner.requests), count(&self.inner.retries))
+    /// `(requests, retries)` in the window now (a negative count of
+    /// retries, possible for a moment when a refund races a slot being
+    /// cleared, counts as zero).
+    #[inline]
+    fn counts(&self) -> (u64, u64) {
+        let (retries, requests) = self.inner.window.sum_pairs_signed_high();
+        (requests, u64::try_from(retries).unwrap_or(0))
     }
 
     /// Whether `retries ≤ ratio · requests + reserve`, exactly:
     /// `retries · rd · vd ≤ rn · requests · vd + vn · rd`.
     #[inline]
-    fn within(&self, requests: u128, retries: u128) -> bool {
+    fn within(&self, requests: u64, retries: u64) -> bool {
         let i = &*self.inner;
+        if let Some((per_request, den)) = i.narrow {
+            // The counts are sums of sixteen 32-bit halves (below 2³⁶):
+            // each product is below 2¹⁰⁰ and `reserve_term` below 2¹¹⁰,
+            // so nothing overflows.
+            let allowed = u128::from(per_request) * u128::from(requests) + i.reserve_term;
+            return u128::from(retries) * u128::from(den) <= allowed;
+        }
         let allowed = i
             .per_request
-            .saturating_mul(requests)
+            .saturating_mul(u128::from(requests))
             .saturating_add(i.reserve_term);
-        retries.saturating_mul(i.den) <= allowed
+        u128::from(retries).saturating_mul(i.den) <= allowed
     }
 }
 
 impl RetryBudget for RatioBudget {
     fn deposit(&self) {
         if self.inner.ratio_num != 0 {
-            let window = &self.inner.requests;
+            let window = &self.inner.window;
             window.add(window.now(), 1);
         }
     }
@@ -126,17 +146,14 @@ impl RetryBudget for RatioBudget {
         // racing callers may both give back when only one could have had
         // it, but they can never both keep it: whichever reads the counts
         // last sees both withdrawals. No overdraw, no lock.
-        let retries = &self.inner.retries;
-        // Twin windows: one clock reading moves both.
-        let elapsed = retries.elapsed_nanos();
-        let now = retries.at(elapsed);
-        self.inner.requests.at(elapsed);
-        retries.add(now, 1);
+        let window = &self.inner.window;
+        let now = window.now();
+        window.add(now, RETRY);
         let (requests, taken) = self.counts();
         let withdrawal = if self.within(requests, taken) {
             Some(Withdrawal::new(1, now))
         } else {
-            retries.add(now, 1u64.wrapping_neg());
+            window.add(now, RETRY.wrapping_neg());
             None
         };
         self.inner.counts.withdrawn(withdrawal)
@@ -145,10 +162,11 @@ impl RetryBudget for RatioBudget {
     fn refund(&self, withdrawal: Withdrawal) {
         // Take it back from the slot it was counted in, unless that slot
         // has expired since: then the withdrawal no longer counts anyway.
-        let retries = &self.inner.retries;
+        let window = &self.inner.window;
         self.inner.counts.refunded();
-        if retries.is_live(withdrawal.stamp(), retries.now()) {
-            retries.add(withdrawal.stamp(), withdrawal.units().wrapping_neg());
+        if window.is_live(withdrawal.stamp(), window.now()) {
+            let retries = withdrawal.units().min(u64::from(u32::MAX)) << 32;
+            window.add(withdrawal.stamp(), retries.wrapping_neg());
         }
     }
 
@@ -161,9 +179,7 @@ impl RatioBudget {
     /// How many retries could be withdrawn now (no trait to import).
     pub fn balance(&self) -> f64 {
         let i = &*self.inner;
-        let elapsed = i.retries.elapsed_nanos();
-        i.requests.at(elapsed);
-        i.retries.at(elapsed);
+        i.window.now();
         let (requests, retries) = self.counts();
         let share = (i.ratio_num as f64) * (requests as f64) / (i.ratio_den as f64);
         let reserve = i.reserve_num as f64 / i.reserve_den as f64;
@@ -267,18 +283,18 @@ impl RatioBudgetBuilder {
             u128::from(self.min_per_sec) * self.ttl.as_nanos(),
             1_000_000_000,
         );
-        let requests = Window::new(self.ttl, SLOTS);
+        let (per_request, den) = (ratio_num * reserve_den, ratio_den * reserve_den);
         Ok(RatioBudget {
             inner: Arc::new(Inner {
-                retries: requests.twin(),
-                requests,
+                window: Window::new(self.ttl, SLOTS),
                 ratio_num,
                 ratio_den,
                 reserve_num,
                 reserve_den,
-                per_request: ratio_num * reserve_den,
+                per_request,
                 reserve_term: reserve_num * ratio_den,
-                den: ratio_den * reserve_den,
+                den,
+                narrow: u64::try_from(per_request).ok().zip(u64::try_from(den).ok()),
                 ttl: self.ttl,
                 min_per_sec: self.min_per_sec,
                 ratio,
