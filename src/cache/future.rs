@@ -124,11 +124,10 @@ fn record(served: &Served) {
     let span = span.as_ref().filter(|span| !span.is_disabled());
     let result = served.result();
     telemetry::count::cache_result(result);
-    let expires_in_ms = served.expires_in.map(telemetry::millis);
     if let Some(span) = span {
         span.record(CACHE_RESULT, result);
-        if let Some(ms) = expires_in_ms {
-            span.record(CACHE_EXPIRES_IN_MS, ms);
+        if let Some(left) = served.expires_in {
+            span.record(CACHE_EXPIRES_IN_MS, telemetry::millis(left));
         }
     }
     if let Some(lease) = served.lease() {
@@ -144,7 +143,8 @@ fn record(served: &Served) {
         target: "dephase::cache",
         Level::TRACE,
         dephase.cache.result = result,
-        dephase.cache.expires_in_ms = expires_in_ms,
+        // Evaluated only when the event is enabled.
+        dephase.cache.expires_in_ms = served.expires_in.map(telemetry::millis),
         "cache lookup"
     );
 }
