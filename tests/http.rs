@@ -821,3 +821,52 @@ async fn dephase_rejections_are_not_retried() {
     let shared = service.oneshot(1).await.unwrap_err();
     assert_eq!(classify(shared), Outcome::failure("breaker_open"));
 }
+
+/// A collected response keeps no slice of the buffer its header values
+/// were parsed from (hyper parses them as slices of the connection's read
+/// buffer): a cached response would otherwise pin that whole buffer.
+#[tokio::test(start_paused = true)]
+async fn a_collected_response_does_not_pin_the_buffer_its_headers_came_from() {
+    // One 64 KiB "read buffer"; the header values are slices of it.
+    let buffer = Bytes::from(vec![b'a'; 64 * 1024]);
+    let range = buffer.as_ptr() as usize..buffer.as_ptr() as usize + buffer.len();
+    let origin = {
+        let buffer = buffer.clone();
+        tower::service_fn(move |_: Request<Empty<Bytes>>| {
+            let buffer = buffer.clone();
+            async move {
+                let mut response = Response::new(Full::new(Bytes::from_static(b"body")));
+                let value =
+                    |at: usize| HeaderValue::from_maybe_shared(buffer.slice(at..at + 8)).unwrap();
+                response.headers_mut().insert("x-one", value(100));
+                response.headers_mut().append("x-two", value(200));
+                response.headers_mut().append("x-two", value(300));
+                let mut secret = value(400);
+                secret.set_sensitive(true);
+                response.headers_mut().insert("authorization", secret);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let mut collect = dephase::http::Collect::new(origin, 1024);
+    let collected: Collected<Full<Bytes>> = collect
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::new(Empty::new()))
+        .await
+        .unwrap();
+    let response = collected.as_complete().expect("complete");
+    let headers = response.headers();
+    assert_eq!(headers.len(), 4);
+    for value in headers.values() {
+        assert_eq!(value.as_bytes(), b"aaaaaaaa");
+        assert!(
+            !range.contains(&(value.as_bytes().as_ptr() as usize)),
+            "a header value still points into the read buffer"
+        );
+    }
+    assert_eq!(headers.get_all("x-two").iter().count(), 2);
+    assert!(headers["authorization"].is_sensitive());
+    assert!(!headers["x-one"].is_sensitive());
+}

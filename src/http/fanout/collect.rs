@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Response};
+use http::{HeaderMap, HeaderValue, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
@@ -149,6 +149,8 @@ where
                     let mut body = BytesMut::with_capacity(len);
                     chunks.iter().for_each(|c| body.extend_from_slice(c));
                     let body = body.freeze();
+                    let mut parts = parts;
+                    own_header_values(&mut parts.headers);
                     return Poll::Ready(Ok(Collected::complete(Response::from_parts(parts, body))));
                 }
             }
@@ -162,5 +164,40 @@ impl<F, B> fmt::Debug for CollectFuture<F, B> {
             .field("limit", &self.limit)
             .field("read", &self.reading.as_ref().map(|r| r.len))
             .finish_non_exhaustive()
+    }
+}
+
+/// Gives the header values a buffer of their own, one for all of them.
+///
+/// hyper parses a response's header values as slices of the connection's
+/// read buffer, as it does the body: a complete response kept past its
+/// request (stored in a cache, shared with followers) would pin that
+/// whole buffer (hyper's start at 8 KiB) for a few bytes of headers, and
+/// make the client allocate a new read buffer for the next response. One
+/// copy of a few bytes, and one allocation, per collected response.
+fn own_header_values(headers: &mut HeaderMap) {
+    let total = headers.values().map(|value| value.len()).sum::<usize>();
+    if total == 0 {
+        return;
+    }
+    let mut copy = Vec::with_capacity(total);
+    headers
+        .values()
+        .for_each(|value| copy.extend_from_slice(value.as_bytes()));
+    let copy = Bytes::from(copy);
+    let mut at = 0;
+    for value in headers.values_mut() {
+        let end = at + value.len();
+        // The same bytes, so valid; a value is left as it was otherwise.
+        if let Some(Ok(mut own)) = copy
+            .get(at..end)
+            .map(|_| HeaderValue::from_maybe_shared(copy.slice(at..end)))
+        {
+            own.set_sensitive(value.is_sensitive());
+            if own == *value {
+                *value = own;
+            }
+        }
+        at = end;
     }
 }
