@@ -153,9 +153,33 @@ fn http_stack(c: &mut Criterion) {
         ))
         .service(client.clone());
     drop(built_in);
+    // The issue's "limit" for the miss path: the bare client, plus what any
+    // cache must do on a miss — one lookup and one insert into a bounded
+    // moka cache (1 000 entries, full after the first thousand requests,
+    // as the store above) — and one copy of the body; no retry, breaker,
+    // coalescing or telemetry.
+    let limit = {
+        let kept: moka::sync::Cache<http::Uri, http::Response<Bytes>> =
+            moka::sync::Cache::new(1_000);
+        let client = client.clone();
+        tower::service_fn(move |request: http::Request<Empty<Bytes>>| {
+            let (client, kept) = (client.clone(), kept.clone());
+            async move {
+                let uri = request.uri().clone();
+                if let Some(hit) = kept.get(&uri) {
+                    return Ok::<_, BoxError>(hit.map(http_body_util::Full::new));
+                }
+                let (parts, body) = client.request(request).await?.into_parts();
+                let body = Bytes::copy_from_slice(&body.collect().await?.to_bytes());
+                let response = http::Response::from_parts(parts, body);
+                kept.insert(uri, response.clone());
+                Ok(response.map(http_body_util::Full::new))
+            }
+        })
+    };
 
     let next = AtomicU64::new(0);
-    // For a profiler: `HTTP_STACK_PROFILE=bare|miss|without_cache` runs only
+    // For a profiler: `HTTP_STACK_PROFILE=bare|limit|miss|without_cache` runs only
     // that client for 200 000 requests, then exits.
     if std::env::var("HTTP_STACK_SIZES").is_ok() {
         let request = || {
@@ -185,6 +209,7 @@ fn http_stack(c: &mut Criterion) {
         runtime.block_on(async {
             match which.as_str() {
                 "bare" => send(&mut client.clone(), address, 200_000, &next, 1).await,
+                "limit" => send(&mut limit.clone(), address, 200_000, &next, 1).await,
                 "miss" => send(&mut stack.clone(), address, 200_000, &next, 1).await,
                 _ => send(&mut without_cache.clone(), address, 200_000, &next, 1).await,
             }
@@ -230,32 +255,45 @@ fn http_stack(c: &mut Criterion) {
     let (stated, step) = thread_cpu_clock_step();
     let rounds = 61;
     let per_round = 2_000u64;
-    let mut ratios = (Vec::new(), Vec::new());
+    let mut ratios = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut shortest = u64::MAX;
     runtime.block_on(async {
-        let (mut bare, mut full, mut lean) = (client.clone(), stack.clone(), without_cache.clone());
+        let (mut bare, mut full, mut lean, mut least) = (
+            client.clone(),
+            stack.clone(),
+            without_cache.clone(),
+            limit.clone(),
+        );
         for round in 0..rounds {
-            let mut took = [0u64; 3];
-            for turn in 0..3 {
-                let which = (round + turn) % 3;
+            let mut took = [0u64; 4];
+            for turn in 0..4 {
+                let which = (round + turn) % 4;
                 let started = thread_cpu_ns();
                 match which {
                     0 => send(&mut bare, address, per_round, &next, 1).await,
                     1 => send(&mut full, address, per_round, &next, 1).await,
-                    _ => send(&mut lean, address, per_round, &next, 1).await,
+                    2 => send(&mut lean, address, per_round, &next, 1).await,
+                    _ => send(&mut least, address, per_round, &next, 1).await,
                 }
                 took[which] = thread_cpu_ns() - started;
             }
             shortest = shortest.min(*took.iter().min().unwrap());
             ratios.0.push(took[1] as f64 / took[0] as f64);
             ratios.1.push(took[2] as f64 / took[0] as f64);
+            ratios.2.push(took[3] as f64 / took[0] as f64);
+            ratios.3.push(took[1] as f64 / took[3] as f64);
         }
     });
     assert!(
         step.saturating_mul(100) <= shortest,
         "the CPU clock's step ({step} ns) is over 1% of a round's share ({shortest} ns)"
     );
-    let (miss, lean) = (spread(&mut ratios.0), spread(&mut ratios.1));
+    let (miss, lean, limit, miss_to_limit) = (
+        spread(&mut ratios.0),
+        spread(&mut ratios.1),
+        spread(&mut ratios.2),
+        spread(&mut ratios.3),
+    );
     println!(
         "\npaired rounds ({rounds} × {per_round} requests per client; thread CPU clock: \
          clock_getres {stated} ns, smallest step seen {step} ns, shortest share {:.1} ms):",
@@ -265,6 +303,8 @@ fn http_stack(c: &mut Criterion) {
     for (name, r) in [
         ("whole stack, every request a miss", &miss),
         ("without the cache", &lean),
+        ("limit: moka get+insert, body copy", &limit),
+        ("whole stack (miss) / the limit", &miss_to_limit),
     ] {
         println!(
             "  {name:<33} {:.3}  [{:.3}, {:.3}]  [{:.3}, {:.3}]",
@@ -286,9 +326,16 @@ fn http_stack(c: &mut Criterion) {
         "clock": {"getres_ns": stated, "smallest_step_ns": step, "shortest_share_ns": shortest},
         "miss_ratio": miss,
         "without_cache_ratio": lean,
+        "limit_ratio": limit,
+        "miss_to_limit_ratio": miss_to_limit,
     });
     if let Some(previous) = previous {
-        for key in ["miss_ratio", "without_cache_ratio"] {
+        for key in [
+            "miss_ratio",
+            "without_cache_ratio",
+            "limit_ratio",
+            "miss_to_limit_ratio",
+        ] {
             let (now, then) = (
                 json[key]["median"].as_f64(),
                 previous[key]["median"].as_f64(),

@@ -22,6 +22,9 @@
 //! cargo bench --bench peers
 //! cargo bench --bench peers -- breaker   # one family
 //! ```
+//!
+//! `PEERS_NO_PAIRED=1` skips the paired rounds (for a profiler's run of
+//! one function with `--profile-time`).
 
 use criterion::Criterion;
 
@@ -46,6 +49,9 @@ fn main() {
     pairs.extend(hedge::ratios());
     pairs.extend(limit::ratios());
     support::report("peers.json", &pairs);
+    if std::env::var_os("PEERS_NO_PAIRED").is_some() {
+        return; // a profiler's run of one criterion function
+    }
     // The single-thread comparisons again, in paired rounds: the figures
     // to read where criterion's runs, one function after the other, drift.
     let mut paired = retry::paired();
