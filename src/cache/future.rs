@@ -123,7 +123,7 @@ fn record(served: &Served) {
         .then(Span::current);
     let span = span.as_ref().filter(|span| !span.is_disabled());
     let result = served.result();
-    telemetry::count::cache_result(result);
+    telemetry::count::cache_result(served.result_index());
     if let Some(span) = span {
         span.record(CACHE_RESULT, result);
         if let Some(left) = served.expires_in {

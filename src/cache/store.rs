@@ -84,13 +84,14 @@ pub(crate) struct Served {
     pub(crate) waited: Duration,
 }
 
-/// What the cache did (`dephase.cache.result`).
+/// What the cache did (`dephase.cache.result`), in the order of
+/// `telemetry::CACHE_RESULT_NAMES`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CacheResult {
-    Hit,
-    Miss,
-    EarlyRefresh,
-    Stale,
+    Hit = 0,
+    Miss = 1,
+    EarlyRefresh = 2,
+    Stale = 3,
 }
 
 /// How a Redis fill went across replicas (`dephase.redis.lease`).
@@ -149,12 +150,12 @@ impl Served {
     }
 
     pub(crate) fn result(&self) -> &'static str {
-        match self.result {
-            CacheResult::Hit => "hit",
-            CacheResult::Miss => "miss",
-            CacheResult::EarlyRefresh => "early_refresh",
-            CacheResult::Stale => "stale",
-        }
+        crate::telemetry::CACHE_RESULT_NAMES[self.result_index()]
+    }
+
+    /// The result as an index into `telemetry::CACHE_RESULT_NAMES`.
+    pub(crate) fn result_index(&self) -> usize {
+        self.result as usize
     }
 
     pub(crate) fn lease(&self) -> Option<&'static str> {

@@ -11,11 +11,13 @@
 //! `dephase_delay_seconds_bucket` (the dashboard in `dashboards/` uses
 //! those names).
 
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
+use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableCounter, UpDownCounter};
+
+use crate::tally::Lanes;
 
 /// Retries sent (attribute `dephase.retry.reason`). Counter.
 pub const RETRIES: &str = "dephase.retry.retries";
@@ -39,7 +41,12 @@ pub const BREAKER_REJECTIONS: &str = "dephase.breaker.rejections";
 pub const BREAKERS_OPEN: &str = "dephase.breaker.open";
 /// Callers that shared another caller's call. Counter.
 pub const COALESCE_FOLLOWERS: &str = "dephase.coalesce.followers";
-/// Cache lookups (attribute `dephase.cache.result`). Counter.
+/// Cache lookups (attribute `dephase.cache.result`: `hit`, `miss`,
+/// `early_refresh`, `stale`). Counter, observed when metrics are
+/// collected: a lookup (the hottest path dephase has) adds one to a
+/// counter of its thread's own instead of calling an instrument, and the
+/// collection reads the process's totals (every result is reported, zero
+/// included).
 pub const CACHE_RESULTS: &str = "dephase.cache.results";
 /// Values a cache computed through the origin that it would keep (loads
 /// and refreshes that returned a storable value), stored or not. Counter.
@@ -112,7 +119,8 @@ struct Instruments {
     breaker_rejections: Counter<u64>,
     breakers_open: UpDownCounter<i64>,
     coalesce_followers: Counter<u64>,
-    cache_results: Counter<u64>,
+    /// Kept for its callback, which reads [`CACHE_RESULT_COUNTS`].
+    _cache_results: ObservableCounter<u64>,
     cache_recomputes: Counter<u64>,
     cache_stores: Counter<u64>,
     #[cfg(feature = "redis")]
@@ -182,7 +190,19 @@ impl Instruments {
                 "{call}",
                 "Callers that shared another caller's call",
             ),
-            cache_results: counter(CACHE_RESULTS, "{lookup}", "Cache lookups, by result"),
+            _cache_results: meter
+                .u64_observable_counter(CACHE_RESULTS)
+                .with_unit("{lookup}")
+                .with_description("Cache lookups, by result")
+                .with_callback(|observer| {
+                    for (which, result) in crate::telemetry::CACHE_RESULT_NAMES.iter().enumerate() {
+                        observer.observe(
+                            CACHE_RESULT_COUNTS.get(which),
+                            &[KeyValue::new(super::CACHE_RESULT, *result)],
+                        );
+                    }
+                })
+                .build(),
             cache_recomputes: counter(
                 CACHE_RECOMPUTES,
                 "{value}",
@@ -323,10 +343,17 @@ pub(crate) fn coalesce_follower() {
     instruments().coalesce_followers.add(1, &[]);
 }
 
-pub(crate) fn cache_result(result: &'static str) {
-    instruments()
-        .cache_results
-        .add(1, &[KeyValue::new(super::CACHE_RESULT, result)]);
+/// Cache lookups by result (indexes into `CACHE_RESULT_NAMES`), since the
+/// process started.
+static CACHE_RESULT_COUNTS: LazyLock<Lanes<4>> = LazyLock::new(Lanes::default);
+
+/// Counts a cache lookup's result (an index into `CACHE_RESULT_NAMES`).
+#[inline]
+pub(crate) fn cache_result(which: usize) {
+    CACHE_RESULT_COUNTS.add(which);
+    // Makes the instruments (and so registers the callback that reports
+    // these counts) if no other fact has.
+    instruments();
 }
 
 pub(crate) fn cache_recompute() {

@@ -52,6 +52,9 @@ mod names;
 
 pub use self::names::*;
 
+/// The values of [`CACHE_RESULT`], in the order the cache numbers them.
+pub(crate) const CACHE_RESULT_NAMES: [&str; 4] = ["hit", "miss", "early_refresh", "stale"];
+
 /// Records the time a deadline leaves on the current span.
 #[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn record_deadline(remaining: std::time::Duration) {
