@@ -152,6 +152,12 @@ fn http_stack(c: &mut Criterion) {
             CoalesceLayer::new(RequestKey::new().into_fn()),
         ))
         .service(client.clone());
+    // Retry (with its budget) and the breaker alone, without coalescing:
+    // what the stack costs a request before any sharing.
+    let retry_breaker = ServiceBuilder::new()
+        .layer(RetryLayer::new(retry_policy()))
+        .layer(breaker())
+        .service(client.clone());
     drop(built_in);
     // The issue's "limit" for the miss path: the bare client, plus what any
     // cache must do on a miss — one lookup and one insert into a bounded
@@ -179,7 +185,7 @@ fn http_stack(c: &mut Criterion) {
     };
 
     let next = AtomicU64::new(0);
-    // For a profiler: `HTTP_STACK_PROFILE=bare|limit|miss|without_cache` runs only
+    // For a profiler: `HTTP_STACK_PROFILE=bare|limit|retry_breaker|miss|without_cache` runs only
     // that client for 200 000 requests, then exits.
     if std::env::var("HTTP_STACK_SIZES").is_ok() {
         let request = || {
@@ -210,6 +216,9 @@ fn http_stack(c: &mut Criterion) {
             match which.as_str() {
                 "bare" => send(&mut client.clone(), address, 200_000, &next, 1).await,
                 "limit" => send(&mut limit.clone(), address, 200_000, &next, 1).await,
+                "retry_breaker" => {
+                    send(&mut retry_breaker.clone(), address, 200_000, &next, 1).await
+                }
                 "miss" => send(&mut stack.clone(), address, 200_000, &next, 1).await,
                 _ => send(&mut without_cache.clone(), address, 200_000, &next, 1).await,
             }
@@ -255,25 +264,27 @@ fn http_stack(c: &mut Criterion) {
     let (stated, step) = thread_cpu_clock_step();
     let rounds = 61;
     let per_round = 2_000u64;
-    let mut ratios = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut ratios = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut shortest = u64::MAX;
     runtime.block_on(async {
-        let (mut bare, mut full, mut lean, mut least) = (
+        let (mut bare, mut full, mut lean, mut least, mut guarded) = (
             client.clone(),
             stack.clone(),
             without_cache.clone(),
             limit.clone(),
+            retry_breaker.clone(),
         );
         for round in 0..rounds {
-            let mut took = [0u64; 4];
-            for turn in 0..4 {
-                let which = (round + turn) % 4;
+            let mut took = [0u64; 5];
+            for turn in 0..5 {
+                let which = (round + turn) % 5;
                 let started = thread_cpu_ns();
                 match which {
                     0 => send(&mut bare, address, per_round, &next, 1).await,
                     1 => send(&mut full, address, per_round, &next, 1).await,
                     2 => send(&mut lean, address, per_round, &next, 1).await,
-                    _ => send(&mut least, address, per_round, &next, 1).await,
+                    3 => send(&mut least, address, per_round, &next, 1).await,
+                    _ => send(&mut guarded, address, per_round, &next, 1).await,
                 }
                 took[which] = thread_cpu_ns() - started;
             }
@@ -282,17 +293,19 @@ fn http_stack(c: &mut Criterion) {
             ratios.1.push(took[2] as f64 / took[0] as f64);
             ratios.2.push(took[3] as f64 / took[0] as f64);
             ratios.3.push(took[1] as f64 / took[3] as f64);
+            ratios.4.push(took[4] as f64 / took[0] as f64);
         }
     });
     assert!(
         step.saturating_mul(100) <= shortest,
         "the CPU clock's step ({step} ns) is over 1% of a round's share ({shortest} ns)"
     );
-    let (miss, lean, limit, miss_to_limit) = (
+    let (miss, lean, limit, miss_to_limit, retry_breaker) = (
         spread(&mut ratios.0),
         spread(&mut ratios.1),
         spread(&mut ratios.2),
         spread(&mut ratios.3),
+        spread(&mut ratios.4),
     );
     println!(
         "\npaired rounds ({rounds} × {per_round} requests per client; thread CPU clock: \
@@ -305,6 +318,7 @@ fn http_stack(c: &mut Criterion) {
         ("without the cache", &lean),
         ("limit: moka get+insert, body copy", &limit),
         ("whole stack (miss) / the limit", &miss_to_limit),
+        ("retry + breaker, no coalescing", &retry_breaker),
     ] {
         println!(
             "  {name:<33} {:.3}  [{:.3}, {:.3}]  [{:.3}, {:.3}]",
@@ -328,6 +342,7 @@ fn http_stack(c: &mut Criterion) {
         "without_cache_ratio": lean,
         "limit_ratio": limit,
         "miss_to_limit_ratio": miss_to_limit,
+        "retry_breaker_ratio": retry_breaker,
     });
     if let Some(previous) = previous {
         for key in [
@@ -335,6 +350,7 @@ fn http_stack(c: &mut Criterion) {
             "without_cache_ratio",
             "limit_ratio",
             "miss_to_limit_ratio",
+            "retry_breaker_ratio",
         ] {
             let (now, then) = (
                 json[key]["median"].as_f64(),

@@ -508,3 +508,49 @@ async fn callers_that_leave_together_still_hand_the_call_over() {
     assert_eq!(support::bounded(last).await.unwrap().unwrap(), 7);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// A value that counts its clones.
+#[derive(Debug)]
+struct Cloned(Arc<AtomicUsize>);
+
+impl Clone for Cloned {
+    fn clone(&self) -> Self {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Cloned(Arc::clone(&self.0))
+    }
+}
+
+/// A caller alone in its flight gets the value itself; with followers,
+/// each waiter gets a copy (Go's singleflight hands every caller the same
+/// value; a Rust value has one owner, so the others get clones).
+#[tokio::test(start_paused = true)]
+async fn a_caller_alone_in_its_flight_gets_the_value_not_a_copy() {
+    let clones = Arc::new(AtomicUsize::new(0));
+    let origin = {
+        let clones = Arc::clone(&clones);
+        tower::service_fn(move |_: u32| {
+            let clones = Arc::clone(&clones);
+            async move {
+                tokio::time::sleep(10 * MS).await;
+                Ok::<_, BoxError>(Cloned(clones))
+            }
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(CoalesceLayer::new(|k: &u32| Some(*k)))
+        .service(origin);
+    service.clone().oneshot(1).await.unwrap();
+    assert_eq!(clones.load(Ordering::SeqCst), 0, "alone: no copy");
+
+    let (a, b, c) = tokio::join!(
+        service.clone().oneshot(2),
+        service.clone().oneshot(2),
+        service.clone().oneshot(2)
+    );
+    let _ = (a.unwrap(), b.unwrap(), c.unwrap());
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        3,
+        "three waiters: a copy each"
+    );
+}

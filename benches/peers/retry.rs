@@ -252,6 +252,26 @@ pub fn paired() -> Vec<serde_json::Value> {
         || one_call(&mut ours, &mut i),
         || one_call(&mut tower, &mut j),
     )];
+    // The floor of a success path that shares its policy with the layer
+    // (an `Arc` cloned into the future and dropped with it: two atomic
+    // read-modify-writes) and deposits into a Finagle budget (a clock read
+    // and one more): what is left of ours when everything else is gone.
+    let (shared, budget) = (
+        Arc::new(RetryPolicy::builder().build().unwrap()),
+        RatioBudget::builder().build().unwrap(),
+    );
+    let mut tower = tower::retry::Retry::new(TowerPolicy::new(), inner());
+    lines.push(support::paired(
+        "retry_success_path/floor (Arc + deposit)",
+        "tower Retry + TpsBudget",
+        20_000,
+        || {
+            let policy = black_box(Arc::clone(&shared));
+            black_box(&budget).deposit();
+            drop(policy);
+        },
+        || one_call(&mut tower, &mut j),
+    ));
     let ratio = RatioBudget::builder().build().unwrap();
     let tps = TpsBudget::new(Duration::from_secs(10), 10, 0.2);
     lines.push(support::paired(

@@ -267,9 +267,10 @@ impl Slots {
 // ----- flights -------------------------------------------------------------
 
 impl<K: Hash + Eq + Clone, T: Clone> Flight<K, T> {
-    /// Ends the flight with `landing`; returns the wakers to wake.
-    fn finish(self: &Arc<Self>, state: &mut State<T>, landing: Landing<T>) -> Vec<Waker> {
-        state.done = Some(landing);
+    /// Ends the flight with `landing` (`None`: its only waiter took it);
+    /// returns the wakers to wake.
+    fn finish(self: &Arc<Self>, state: &mut State<T>, landing: Option<Landing<T>>) -> Vec<Waker> {
+        state.done = landing;
         state.closed = true;
         state.call = None;
         state.waiters.take_all()
@@ -339,7 +340,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Drop for Starter<K, T> {
                 let error: BoxError = Box::new(Panicked::new(
                     "the inner service panicked when called".into(),
                 ));
-                flight.finish(&mut state, Err(Arc::new(error)))
+                flight.finish(&mut state, Some(Err(Arc::new(error))))
             };
             flight.leave_table();
             wakers.into_iter().for_each(Waker::wake);
@@ -378,7 +379,7 @@ impl<K: Hash + Eq + Clone, T: Clone> Waiter<K, T> {
 
     /// Waits for the flight's landing; drives the call if it is this waiter's turn.
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, BoxError>> {
-        let flight = Arc::clone(&self.flight);
+        let flight = &self.flight;
         let mut state = lock(&flight.state);
         if let Some(done) = &state.done {
             self.finished = true;
@@ -408,7 +409,13 @@ impl<K: Hash + Eq + Clone, T: Clone> Waiter<K, T> {
                 Err(Arc::new(error))
             }
         };
-        let reply = deliver(&landing);
+        // The only waiter left (nobody joined, or every follower went
+        // away) takes the value itself instead of a copy: the flight is
+        // closed from here on, so no waiter can join and read it.
+        let (reply, landing) = match landing {
+            Ok(value) if state.interested == 1 => (Ok(value), None),
+            landing => (deliver(&landing), Some(landing)),
+        };
         let wakers = flight.finish(&mut state, landing);
         drop(state);
         drop(call);
