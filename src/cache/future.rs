@@ -126,16 +126,16 @@ fn record(served: &Served) {
     telemetry::count::cache_result(served.result_index());
     if let Some(span) = span {
         span.record(CACHE_RESULT, result);
-        if let Some(left) = served.expires_in {
+        if let Some(left) = served.expires_in() {
             span.record(CACHE_EXPIRES_IN_MS, telemetry::millis(left));
         }
     }
     if let Some(lease) = served.lease() {
-        telemetry::count::redis_lease(lease, served.waited);
+        telemetry::count::redis_lease(lease, served.waited());
         if let Some(span) = span {
             span.record(REDIS_LEASE, lease);
-            if !served.waited.is_zero() {
-                span.record(REDIS_WAIT_MS, telemetry::millis(served.waited));
+            if !served.waited().is_zero() {
+                span.record(REDIS_WAIT_MS, telemetry::millis(served.waited()));
             }
         }
     }
@@ -144,7 +144,7 @@ fn record(served: &Served) {
         Level::TRACE,
         dephase.cache.result = result,
         // Evaluated only when the event is enabled.
-        dephase.cache.expires_in_ms = served.expires_in.map(telemetry::millis),
+        dephase.cache.expires_in_ms = served.expires_in().map(telemetry::millis),
         "cache lookup"
     );
 }

@@ -414,10 +414,7 @@ where
                 shared.counts.add(Counted::Hits);
                 return Looked::now(
                     answer(entry.value),
-                    Served::hit(
-                        CacheResult::Hit,
-                        Some(Duration::from_nanos(entry.expires - now)),
-                    ),
+                    Served::hit_in_nanos(CacheResult::Hit, entry.expires - now),
                 );
             }
             let age = entry.age(now);

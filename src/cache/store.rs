@@ -74,15 +74,21 @@ impl Draws {
 
 /// How a request was served, for telemetry; shared by every caller of a
 /// flight. Small (it is carried by every answer).
+/// Kept as whole words (24 bytes, no padding between small fields), so
+/// that building one on a hit and moving it are plain word copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Served {
+    /// On a hit: nanoseconds until the value expires (saturated below
+    /// `u64::MAX`); `u64::MAX` otherwise.
+    expires_in: u64,
+    /// Redis: nanoseconds spent polling for another replica's load.
+    waited: u64,
     result: CacheResult,
     lease: Option<Lease>,
-    /// On a hit: how long until the value expires.
-    pub(crate) expires_in: Option<Duration>,
-    /// Redis: time spent polling for another replica's load.
-    pub(crate) waited: Duration,
 }
+
+/// `Served::expires_in` when there is none.
+const NO_EXPIRY: u64 = u64::MAX;
 
 /// What the cache did (`dephase.cache.result`), in the order of
 /// `telemetry::CACHE_RESULT_NAMES`.
@@ -124,29 +130,54 @@ impl Served {
 
     pub(crate) const fn new(result: CacheResult) -> Served {
         Served {
+            expires_in: NO_EXPIRY,
+            waited: 0,
             result,
             lease: None,
-            expires_in: None,
-            waited: Duration::ZERO,
         }
     }
 
     /// A hit (or an early refresh), expiring in `expires_in`.
-    pub(crate) const fn hit(result: CacheResult, expires_in: Option<Duration>) -> Served {
+    pub(crate) fn hit(result: CacheResult, expires_in: Option<Duration>) -> Served {
         Served {
-            expires_in,
+            expires_in: expires_in.map_or(NO_EXPIRY, |left| {
+                crate::clock::nanos(left).min(NO_EXPIRY - 1)
+            }),
+            ..Served::new(result)
+        }
+    }
+
+    /// A hit expiring in `nanos` nanoseconds.
+    #[inline]
+    pub(crate) const fn hit_in_nanos(result: CacheResult, nanos: u64) -> Served {
+        Served {
+            expires_in: if nanos < NO_EXPIRY {
+                nanos
+            } else {
+                NO_EXPIRY - 1
+            },
             ..Served::new(result)
         }
     }
 
     /// The same, served through a Redis fill.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) const fn leased(self, lease: Lease, waited: Duration) -> Served {
+    pub(crate) fn leased(self, lease: Lease, waited: Duration) -> Served {
         Served {
             lease: Some(lease),
-            waited,
+            waited: crate::clock::nanos(waited),
             ..self
         }
+    }
+
+    /// On a hit: how long until the value expires.
+    pub(crate) fn expires_in(&self) -> Option<Duration> {
+        (self.expires_in != NO_EXPIRY).then(|| Duration::from_nanos(self.expires_in))
+    }
+
+    /// Redis: time spent polling for another replica's load.
+    pub(crate) fn waited(&self) -> Duration {
+        Duration::from_nanos(self.waited)
     }
 
     pub(crate) fn result(&self) -> &'static str {

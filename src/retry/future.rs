@@ -295,7 +295,17 @@ impl<S, C, R, B: RetryBudget, Req> Control<S, C, R, B, Req> {
     /// final values (`tracing-opentelemetry` appends an attribute per
     /// record, so recording at every re-send would export each field once
     /// per retry). Nothing for a request that was never retried.
+    #[inline]
     fn record_span(&mut self) {
+        if self.retrying.is_some() {
+            self.record_retries();
+        }
+    }
+
+    /// [`record_span`](Self::record_span) for a request that was retried.
+    #[cold]
+    #[inline(never)]
+    fn record_retries(&mut self) {
         let Some(retrying) = self.retrying.as_mut() else {
             return;
         };
