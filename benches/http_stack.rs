@@ -10,6 +10,13 @@
 //! - `http_stack/without_cache`: the same without the cache (retry, budget,
 //!   breaker, coalescing with body fan-out).
 //! - `http_stack/hit`: the whole stack when the cache answers, for scale.
+//! - paired rounds (the figures to read; `target/http_stack_paired.json`):
+//!   the bare client, the two stacks above, retry and breaker alone (no
+//!   coalescing), and the limit for a miss — the bare client plus
+//!   one moka lookup and insert and one copy of the body — each round
+//!   timing every client in turn in thread CPU time.
+//! - `layers_alone`: the same stacks over an origin that answers at once,
+//!   in nanoseconds per request, without the loopback round trip.
 //! - `span_tagging`: a cache hit with no subscriber installed, against the
 //!   same hit with a subscriber that records every field on an entered span;
 //!   and the tagging calls alone with no subscriber.
@@ -134,14 +141,15 @@ fn http_stack(c: &mut Criterion) {
         .store_if(Collected::is_cacheable)
         .build()
         .unwrap();
-    let cache_and_coalesce = ServiceBuilder::new()
-        .layer(CacheLayer::new(store, RequestKey::new().into_fn()))
-        .layer(CoalesceLayer::new(RequestKey::new().into_fn()))
-        .into_inner();
+    // As the README builds it: the cache coalesces its own misses (a
+    // `CoalesceLayer` under it would only key and table each miss again).
     let stack = ServiceBuilder::new()
         .layer(RetryLayer::new(retry_policy()))
         .layer(breaker())
-        .layer(FanoutLayer::new(64 * 1024, cache_and_coalesce))
+        .layer(FanoutLayer::new(
+            64 * 1024,
+            CacheLayer::new(store, RequestKey::new().into_fn()),
+        ))
         .service(client.clone());
 
     let without_cache = ServiceBuilder::new()
@@ -224,6 +232,9 @@ fn http_stack(c: &mut Criterion) {
             }
         });
         std::process::exit(0);
+    }
+    if std::env::var_os("HTTP_STACK_NO_PAIRED").is_some() {
+        return; // a profiler's run of another group with `--profile-time`
     }
     let mut group = c.benchmark_group("http_stack");
     let hot = AtomicU64::new(u64::MAX / 2);
@@ -373,6 +384,113 @@ fn http_stack(c: &mut Criterion) {
     println!("wrote {}", path.display());
 }
 
+/// The layers alone, over an origin that answers at once (a small body
+/// and the three headers axum sends), each request to its own URI: what
+/// each layer costs a request in nanoseconds, without the loopback
+/// round trip whose noise the paired rounds above fight.
+fn layers_alone(c: &mut Criterion) {
+    use std::convert::Infallible;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _enter = runtime.enter();
+    let origin = tower::service_fn(|_: http::Request<Empty<Bytes>>| {
+        let mut response = http::Response::new(http_body_util::Full::new(Bytes::from_static(
+            b"a small JSON document, say",
+        )));
+        let headers = response.headers_mut();
+        headers.insert(
+            "content-type",
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert("content-length", http::HeaderValue::from_static("26"));
+        headers.insert(
+            "date",
+            http::HeaderValue::from_static("Tue, 01 Dec 2026 22:00:00 GMT"),
+        );
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    let server = support::server_runtime();
+    let built_in = server.enter();
+    let store = MemoryStore::builder(1_000)
+        .ttl(Duration::from_secs(3600))
+        .store_if(Collected::is_cacheable)
+        .build()
+        .unwrap();
+    let retry_breaker = ServiceBuilder::new()
+        .layer(RetryLayer::new(retry_policy()))
+        .layer(breaker())
+        .service(origin);
+    let coalesced = ServiceBuilder::new()
+        .layer(RetryLayer::new(retry_policy()))
+        .layer(breaker())
+        .layer(FanoutLayer::new(
+            64 * 1024,
+            CoalesceLayer::new(RequestKey::new().into_fn()),
+        ))
+        .service(origin);
+    let cached = ServiceBuilder::new()
+        .layer(RetryLayer::new(retry_policy()))
+        .layer(breaker())
+        .layer(FanoutLayer::new(
+            64 * 1024,
+            CacheLayer::new(store, RequestKey::new().into_fn()),
+        ))
+        .service(origin);
+    drop(built_in);
+
+    fn time<S, B>(
+        group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        name: &str,
+        mut service: S,
+    ) where
+        S: Service<http::Request<Empty<Bytes>>, Response = http::Response<B>>,
+        S::Error: std::fmt::Debug,
+    {
+        let mut id = 0u64;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                id += 1;
+                let request = http::Request::get(format!("http://127.0.0.1:1/items/{id}"))
+                    .body(Empty::new())
+                    .unwrap();
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                assert!(service.poll_ready(&mut cx).is_ready());
+                black_box(support::now(service.call(request)).unwrap());
+            })
+        });
+    }
+    // The limit for a miss, over the same origin: one moka lookup
+    // and insert, and one copy of the body.
+    let limit = {
+        let kept: moka::sync::Cache<http::Uri, http::Response<Bytes>> =
+            moka::sync::Cache::new(1_000);
+
+        tower::service_fn(move |request: http::Request<Empty<Bytes>>| {
+            let (mut origin, kept) = (origin, kept.clone());
+            async move {
+                let uri = request.uri().clone();
+                if let Some(hit) = kept.get(&uri) {
+                    return Ok::<_, BoxError>(hit.map(http_body_util::Full::new));
+                }
+                let (parts, body) = origin.call(request).await?.into_parts();
+                let body = Bytes::copy_from_slice(&body.collect().await?.to_bytes());
+                let response = http::Response::from_parts(parts, body);
+                kept.insert(uri, response.clone());
+                Ok(response.map(http_body_util::Full::new))
+            }
+        })
+    };
+    let mut group = c.benchmark_group("layers_alone");
+    time(&mut group, "origin", origin);
+    time(&mut group, "limit_moka_get_insert_copy", limit);
+    time(&mut group, "retry_breaker", retry_breaker);
+    time(&mut group, "coalesce_fanout", coalesced);
+    time(&mut group, "cache_miss", cached);
+    group.finish();
+}
+
 fn span_tagging(c: &mut Criterion) {
     use tracing::field::Empty as Unset;
     use tracing_subscriber::layer::SubscriberExt;
@@ -471,7 +589,7 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = http_stack, span_tagging
+    targets = http_stack, layers_alone, span_tagging
 }
 
 fn main() {
