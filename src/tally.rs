@@ -68,20 +68,30 @@ pub(crate) fn stripe() -> usize {
 /// of their own; the others add to one shared atomic.
 pub(crate) const LANES: usize = 32;
 
-/// The lane a thread holds while it lives (returned when it exits).
-struct LaneId(Cell<usize>);
-
 /// Not yet asked for.
 const UNSET: usize = usize::MAX;
-/// Every lane was taken when this thread asked.
+/// Every lane was taken when this thread asked, or the thread is exiting.
 const NONE: usize = usize::MAX - 1;
 
 /// Lanes given back by threads that exited, and the next never-used one.
 static FREE_LANES: Mutex<(Vec<usize>, usize)> = Mutex::new((Vec::new(), 0));
 
-impl Drop for LaneId {
+thread_local! {
+    // Const-initialised and without a destructor: reading it is one load,
+    // on every add.
+    static LANE: Cell<usize> = const { Cell::new(UNSET) };
+    // Touched once, when the thread takes a lane: its destructor gives the
+    // lane back when the thread exits.
+    static GIVE_BACK: LaneGuard = const { LaneGuard };
+}
+
+/// Gives this thread's lane back when the thread exits.
+struct LaneGuard;
+
+impl Drop for LaneGuard {
     fn drop(&mut self) {
-        let lane = self.0.get();
+        // Adds made after this (by other destructors) go to the shared line.
+        let lane = LANE.try_with(|lane| lane.replace(NONE)).unwrap_or(NONE);
         if lane < LANES {
             // The mutex orders the exited thread's last writes to the lane
             // before the next owner's first read of it.
@@ -92,30 +102,36 @@ impl Drop for LaneId {
 }
 
 /// This thread's lane, which no other living thread writes: `None` when
-/// more than [`LANES`] threads hold one, or while this thread exits.
+/// more than [`LANES`] threads hold one, or once this thread is exiting.
 #[inline(always)]
 fn lane() -> Option<usize> {
-    thread_local! {
-        static LANE: LaneId = const { LaneId(Cell::new(UNSET)) };
-    }
-    LANE.try_with(|lane| match lane.0.get() {
-        UNSET => {
-            let mut free = FREE_LANES.lock().unwrap_or_else(|e| e.into_inner());
-            let mine = match free.0.pop() {
-                Some(lane) => lane,
-                None if free.1 < LANES => {
-                    free.1 += 1;
-                    free.1 - 1
-                }
-                None => NONE,
-            };
-            lane.0.set(mine);
-            (mine < LANES).then_some(mine)
-        }
+    match LANE.try_with(Cell::get).unwrap_or(NONE) {
+        UNSET => take_lane(),
         mine => (mine < LANES).then_some(mine),
-    })
-    .ok()
-    .flatten()
+    }
+}
+
+/// Takes a lane for this thread (once).
+#[cold]
+fn take_lane() -> Option<usize> {
+    // Registers the destructor that gives the lane back; a thread already
+    // exiting gets none (and adds to the shared line).
+    if GIVE_BACK.try_with(|_| ()).is_err() {
+        return None;
+    }
+    let mine = {
+        let mut free = FREE_LANES.lock().unwrap_or_else(|e| e.into_inner());
+        match free.0.pop() {
+            Some(lane) => lane,
+            None if free.1 < LANES => {
+                free.1 += 1;
+                free.1 - 1
+            }
+            None => NONE,
+        }
+    };
+    let _ = LANE.try_with(|lane| lane.set(mine));
+    (mine < LANES).then_some(mine)
 }
 
 /// `K` counters whose every lane is on a cache line of its own.

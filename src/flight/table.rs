@@ -159,11 +159,12 @@ impl<K: Hash + Eq + Clone, T: Clone> Table<K, T> {
     /// Removes `flight` from the table if it is still the flight of its key.
     fn remove(&self, flight: &Arc<Flight<K, T>>) {
         let mut shard = lock(self.shard(&flight.key));
-        if shard
-            .get(&flight.key)
-            .is_some_and(|f| Arc::ptr_eq(f, flight))
-        {
-            shard.remove(&flight.key);
+        // One lookup (a hash and a key comparison) in the usual case; a
+        // newer flight of the same key is put back.
+        if let Some((key, found)) = shard.remove_entry(&flight.key) {
+            if !Arc::ptr_eq(&found, flight) {
+                shard.insert(key, found);
+            }
         }
     }
 }
