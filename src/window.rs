@@ -15,7 +15,8 @@
 //! a tenth of a slot) early. A slot is a `u64`
 //! that callers use either as one signed counter ([`Window::add`] with a
 //! negative amount, [`Window::sum_signed`]) or as two 32-bit counters packed
-//! together ([`pair`], [`Window::sum_pairs`]).
+//! together ([`pair`], [`Window::sum_pairs`]; the ratio budget's high half
+//! goes down as well as up, read by [`Window::sum_pairs_signed_high`]).
 
 use std::sync::atomic::Ordering;
 

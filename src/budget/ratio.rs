@@ -104,8 +104,9 @@ impl RatioBudget {
     }
 
     /// `(requests, retries)` in the window now (a negative count of
-    /// retries, possible for a moment when a refund races a slot being
-    /// cleared, counts as zero).
+    /// retries counts as zero: a refund that races its slot being cleared
+    /// takes one from the slot's next generation, which then counts one
+    /// retry less until it expires — as with the two windows before).
     #[inline]
     fn counts(&self) -> (u64, u64) {
         let (retries, requests) = self.inner.window.sum_pairs_signed_high();

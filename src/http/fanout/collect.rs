@@ -174,7 +174,10 @@ impl<F, B> fmt::Debug for CollectFuture<F, B> {
 /// request (stored in a cache, shared with followers) would pin that
 /// whole buffer (hyper's start at 8 KiB) for a few bytes of headers, and
 /// make the client allocate a new read buffer for the next response. One
-/// copy of a few bytes, and one allocation, per collected response.
+/// copy of a few bytes, and one allocation, per collected response. (A
+/// client built with hyper's `preserve_header_case` also puts the names'
+/// original case, as slices of that buffer, in the response's extensions:
+/// those are left as they are.)
 fn own_header_values(headers: &mut HeaderMap) {
     let total = headers.values().map(|value| value.len()).sum::<usize>();
     if total == 0 {
