@@ -95,6 +95,82 @@ fn thread_cpu_clock_step() -> (u64, u64) {
     (stated, smallest)
 }
 
+/// The limit for a miss over `inner`: what any cache must do on
+/// one — a lookup and an insert into a bounded moka cache (1 000 entries,
+/// full after the first thousand requests, as the stores of the stacks) —
+/// and one copy of the body; no retry, breaker, coalescing or telemetry.
+fn limit_of<S, B>(
+    inner: S,
+) -> impl Service<
+    http::Request<Empty<Bytes>>,
+    Response = http::Response<http_body_util::Full<Bytes>>,
+    Error = BoxError,
+> + Clone
+where
+    S: Service<http::Request<Empty<Bytes>>, Response = http::Response<B>> + Clone,
+    S::Error: Into<BoxError>,
+    B: http_body::Body,
+    B::Error: Into<BoxError>,
+{
+    let kept: moka::sync::Cache<http::Uri, http::Response<Bytes>> = moka::sync::Cache::new(1_000);
+    tower::service_fn(move |request: http::Request<Empty<Bytes>>| {
+        let (mut inner, kept) = (inner.clone(), kept.clone());
+        async move {
+            let uri = request.uri().clone();
+            if let Some(hit) = kept.get(&uri) {
+                return Ok::<_, BoxError>(hit.map(http_body_util::Full::new));
+            }
+            let (parts, body) = inner.call(request).await.map_err(Into::into)?.into_parts();
+            let body =
+                Bytes::copy_from_slice(&body.collect().await.map_err(Into::into)?.to_bytes());
+            let response = http::Response::from_parts(parts, body);
+            kept.insert(uri, response.clone());
+            Ok(response.map(http_body_util::Full::new))
+        }
+    })
+}
+
+/// The stacks over `$inner`, built as a server builds them (in a
+/// multi-thread runtime, returned first to be kept): the whole stack as
+/// the README builds it (a 1 000-entry store, so that once it is full every
+/// miss inserts and evicts; the cache coalesces its own misses), the same
+/// without the cache (coalescing with fan-out), and retry (with its
+/// budget) and the breaker alone. A macro: each stack's type is its own.
+macro_rules! stacks {
+    ($inner:expr) => {{
+        let server = support::server_runtime();
+        let built_in = server.enter();
+        let inner = $inner;
+        let store = MemoryStore::builder(1_000)
+            .ttl(Duration::from_secs(3600))
+            .store_if(Collected::is_cacheable)
+            .build()
+            .unwrap();
+        let whole = ServiceBuilder::new()
+            .layer(RetryLayer::new(retry_policy()))
+            .layer(breaker())
+            .layer(FanoutLayer::new(
+                64 * 1024,
+                CacheLayer::new(store, RequestKey::new().into_fn()),
+            ))
+            .service(inner.clone());
+        let without_cache = ServiceBuilder::new()
+            .layer(RetryLayer::new(retry_policy()))
+            .layer(breaker())
+            .layer(FanoutLayer::new(
+                64 * 1024,
+                CoalesceLayer::new(RequestKey::new().into_fn()),
+            ))
+            .service(inner.clone());
+        let retry_breaker = ServiceBuilder::new()
+            .layer(RetryLayer::new(retry_policy()))
+            .layer(breaker())
+            .service(inner);
+        drop(built_in);
+        (server, whole, without_cache, retry_breaker)
+    }};
+}
+
 /// The retry policy of both stacks: 3 attempts, a ratio budget, HTTP rules.
 fn retry_policy() -> RetryPolicy<HttpClassifier, IdempotentRequests, RatioBudget> {
     RetryPolicy::builder()
@@ -131,66 +207,9 @@ fn http_stack(c: &mut Criterion) {
         address
     });
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    // The layers are built as a server's are, in a multi-thread runtime.
-    let server = support::server_runtime();
-    let built_in = server.enter();
-    // Bounded and full after the first thousand requests: a miss inserts
-    // and evicts, as in a cache in steady state.
-    let store = MemoryStore::builder(1_000)
-        .ttl(Duration::from_secs(3600))
-        .store_if(Collected::is_cacheable)
-        .build()
-        .unwrap();
-    // As the README builds it: the cache coalesces its own misses (a
-    // `CoalesceLayer` under it would only key and table each miss again).
-    let stack = ServiceBuilder::new()
-        .layer(RetryLayer::new(retry_policy()))
-        .layer(breaker())
-        .layer(FanoutLayer::new(
-            64 * 1024,
-            CacheLayer::new(store, RequestKey::new().into_fn()),
-        ))
-        .service(client.clone());
-
-    let without_cache = ServiceBuilder::new()
-        .layer(RetryLayer::new(retry_policy()))
-        .layer(breaker())
-        .layer(FanoutLayer::new(
-            64 * 1024,
-            CoalesceLayer::new(RequestKey::new().into_fn()),
-        ))
-        .service(client.clone());
-    // Retry (with its budget) and the breaker alone, without coalescing:
-    // what the stack costs a request before any sharing.
-    let retry_breaker = ServiceBuilder::new()
-        .layer(RetryLayer::new(retry_policy()))
-        .layer(breaker())
-        .service(client.clone());
-    drop(built_in);
-    // The "limit" for the miss path: the bare client, plus what any
-    // cache must do on a miss — one lookup and one insert into a bounded
-    // moka cache (1 000 entries, full after the first thousand requests,
-    // as the store above) — and one copy of the body; no retry, breaker,
-    // coalescing or telemetry.
-    let limit = {
-        let kept: moka::sync::Cache<http::Uri, http::Response<Bytes>> =
-            moka::sync::Cache::new(1_000);
-        let client = client.clone();
-        tower::service_fn(move |request: http::Request<Empty<Bytes>>| {
-            let (client, kept) = (client.clone(), kept.clone());
-            async move {
-                let uri = request.uri().clone();
-                if let Some(hit) = kept.get(&uri) {
-                    return Ok::<_, BoxError>(hit.map(http_body_util::Full::new));
-                }
-                let (parts, body) = client.request(request).await?.into_parts();
-                let body = Bytes::copy_from_slice(&body.collect().await?.to_bytes());
-                let response = http::Response::from_parts(parts, body);
-                kept.insert(uri, response.clone());
-                Ok(response.map(http_body_util::Full::new))
-            }
-        })
-    };
+    let (_server, stack, without_cache, retry_breaker) = stacks!(client.clone());
+    // The "limit" for the miss path (see `limit_of`).
+    let limit = limit_of(client.clone());
 
     let next = AtomicU64::new(0);
     // For a profiler: `HTTP_STACK_PROFILE=bare|limit|retry_breaker|miss|without_cache` runs only
@@ -411,34 +430,7 @@ fn layers_alone(c: &mut Criterion) {
         );
         std::future::ready(Ok::<_, Infallible>(response))
     });
-    let server = support::server_runtime();
-    let built_in = server.enter();
-    let store = MemoryStore::builder(1_000)
-        .ttl(Duration::from_secs(3600))
-        .store_if(Collected::is_cacheable)
-        .build()
-        .unwrap();
-    let retry_breaker = ServiceBuilder::new()
-        .layer(RetryLayer::new(retry_policy()))
-        .layer(breaker())
-        .service(origin);
-    let coalesced = ServiceBuilder::new()
-        .layer(RetryLayer::new(retry_policy()))
-        .layer(breaker())
-        .layer(FanoutLayer::new(
-            64 * 1024,
-            CoalesceLayer::new(RequestKey::new().into_fn()),
-        ))
-        .service(origin);
-    let cached = ServiceBuilder::new()
-        .layer(RetryLayer::new(retry_policy()))
-        .layer(breaker())
-        .layer(FanoutLayer::new(
-            64 * 1024,
-            CacheLayer::new(store, RequestKey::new().into_fn()),
-        ))
-        .service(origin);
-    drop(built_in);
+    let (_server, cached, coalesced, retry_breaker) = stacks!(origin);
 
     fn time<S, B>(
         group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
@@ -461,27 +453,8 @@ fn layers_alone(c: &mut Criterion) {
             })
         });
     }
-    // The limit for a miss, over the same origin: one moka lookup
-    // and insert, and one copy of the body.
-    let limit = {
-        let kept: moka::sync::Cache<http::Uri, http::Response<Bytes>> =
-            moka::sync::Cache::new(1_000);
-
-        tower::service_fn(move |request: http::Request<Empty<Bytes>>| {
-            let (mut origin, kept) = (origin, kept.clone());
-            async move {
-                let uri = request.uri().clone();
-                if let Some(hit) = kept.get(&uri) {
-                    return Ok::<_, BoxError>(hit.map(http_body_util::Full::new));
-                }
-                let (parts, body) = origin.call(request).await?.into_parts();
-                let body = Bytes::copy_from_slice(&body.collect().await?.to_bytes());
-                let response = http::Response::from_parts(parts, body);
-                kept.insert(uri, response.clone());
-                Ok(response.map(http_body_util::Full::new))
-            }
-        })
-    };
+    // The limit for a miss, over the same origin.
+    let limit = limit_of(origin);
     let mut group = c.benchmark_group("layers_alone");
     time(&mut group, "origin", origin);
     time(&mut group, "limit_moka_get_insert_copy", limit);
