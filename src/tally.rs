@@ -145,8 +145,9 @@ struct LaneLine<const K: usize>([AtomicU64; K]);
 /// beyond the first [`LANES`] alive adds atomically to one of
 /// [`STRIPES`] shared lines (as the striped counters do: on 64 cores,
 /// 32 threads with lanes, the other 32 four to a line).
-/// Reading sums the lanes: exact once the adding threads are done (a read
-/// that races an add may or may not see it, as with any atomic counter).
+/// Reading sums the lanes: it sees every add that happened before it (a
+/// joined thread's, an awaited task's); a read that races an add may or
+/// may not see it, as with any atomic counter.
 /// `LANES + STRIPES` lines of 128 bytes: 5 KiB per counter set.
 #[derive(Debug)]
 pub(crate) struct Lanes<const K: usize> {

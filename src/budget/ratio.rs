@@ -27,10 +27,13 @@ const DECIMALS: usize = 12;
 /// `15/16 · ttl` and `ttl` after it was made.
 ///
 /// The arithmetic is exact: requests and retries are counted, and a retry
-/// is granted while `retries ≤ ⌊ratio · requests + reserve⌋`, compared in
-/// integers with the ratio as the decimal you wrote (kept to twelve
-/// decimal places). With `ratio = 0.6`, 5 requests allow exactly 3
-/// retries; with `ratio = 4e-7`, 2.5 million requests allow exactly one.
+/// is granted while `retries ≤ ⌊ratio · requests + reserve⌋` (`retries`
+/// counting the one asked for), compared in integers with the ratio as
+/// the decimal you wrote (kept to twelve decimal places). With
+/// `ratio = 0.6`, 5 requests allow exactly 3 retries (the third is
+/// granted, the fourth is not); with `ratio = 4e-7`, 2.5 million requests
+/// allow exactly one. No runtime is needed: outside one, the budget reads
+/// the system's monotonic clock.
 ///
 /// ```
 /// use dephase::budget::{RatioBudget, RetryBudget};

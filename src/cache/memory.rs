@@ -183,9 +183,10 @@ where
     ///
     /// Counting is always on and costs a load and a store per lookup, on
     /// a cache line of the calling thread's own (no atomic
-    /// read-modify-write). The counts are exact once the threads that
-    /// looked up are done; a snapshot taken while they run may or may not
-    /// include the lookups racing it.
+    /// read-modify-write; a thread beyond the 32 that hold such lines adds
+    /// atomically to one of 8 shared ones). A snapshot includes every
+    /// lookup made before it — by a task you awaited, a thread you joined —
+    /// exactly; lookups racing it may or may not be in it.
     ///
     /// ```
     /// use std::convert::Infallible;
