@@ -13,12 +13,13 @@ mod fleet;
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dephase::redis::error::GateError;
 use dephase::redis::{FleetGate, FleetGateLayer};
 use fleet::server::RedisServer;
+use support::Holders;
 use tower::{Layer, ServiceExt};
 
 fn server() -> Option<RedisServer> {
@@ -36,23 +37,6 @@ fn gate(server: &RedisServer, name: &str, slots: u32) -> FleetGate {
         .seed(3)
         .build()
         .unwrap()
-}
-
-/// Holders now, and the most there ever were.
-#[derive(Default)]
-struct Holders {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-
-impl Holders {
-    fn enter(&self) {
-        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(now, Ordering::SeqCst);
-    }
-    fn leave(&self) {
-        self.now.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 #[allow(dead_code)]
 #[path = "../examples/fleet/main.rs"]
 mod fleet;
+mod support;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use dephase::redis::{
 use dephase::retry::{RetryLayer, RetryPolicy};
 use dephase::{BoxError, Overloaded};
 use fleet::server::RedisServer;
+use support::Holders;
 use tower::{ServiceBuilder, ServiceExt};
 
 fn server() -> Option<RedisServer> {
@@ -36,22 +38,6 @@ fn dead_url() -> String {
         .unwrap()
         .port();
     format!("redis://127.0.0.1:{port}/")
-}
-
-#[derive(Default)]
-struct Holders {
-    now: AtomicUsize,
-    max: AtomicUsize,
-}
-
-impl Holders {
-    fn enter(&self) {
-        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max.fetch_max(now, Ordering::SeqCst);
-    }
-    fn leave(&self) {
-        self.now.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// What a job does with its slot: works, unless the slot is lost first.

@@ -127,6 +127,22 @@ where
     ok
 }
 
+/// Five calls one after another answer in order, then ten at once all
+/// succeed: the check of a layer whose calls may wait before they send.
+async fn five_in_order_then_a_herd<S>(svc: S)
+where
+    S: Service<u32> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Response: fmt::Debug + Send,
+    S::Error: fmt::Display + Send,
+{
+    assert_eq!(
+        one_by_one(svc.clone(), 0..5).await,
+        ["0", "1", "2", "3", "4"]
+    );
+    assert_eq!(herd(&svc, 0..10).await, 10);
+}
+
 /// Runs `$check` with `$svc` bound to `$layer` over `ConcurrencyLimit(1)`
 /// of `$origin`, then over a one-slot `Buffer` of it.
 macro_rules! over_reserving_services {
@@ -413,13 +429,7 @@ async fn a_waiting_limit_caller_sends_the_instance_it_readied() {
     over_reserving_services!(
         ConcurrencyLimitLayer::new(limiter.clone()),
         origin.service(),
-        |svc| async {
-            assert_eq!(
-                one_by_one(svc.clone(), 0..5).await,
-                ["0", "1", "2", "3", "4"]
-            );
-            assert_eq!(herd(&svc, 0..10).await, 10);
-        }
+        |svc| five_in_order_then_a_herd(svc)
     );
     assert_eq!((origin.calls(), limiter.in_flight()), (30, 0));
 }
@@ -436,17 +446,9 @@ async fn a_delayed_fault_call_sends_the_instance_it_readied() {
             .build(),
         1,
     );
-    over_reserving_services!(
-        FaultLayer::new(faults.clone()),
-        origin.service(),
-        |svc| async {
-            assert_eq!(
-                one_by_one(svc.clone(), 0..5).await,
-                ["0", "1", "2", "3", "4"]
-            );
-            assert_eq!(herd(&svc, 0..10).await, 10);
-        }
-    );
+    over_reserving_services!(FaultLayer::new(faults.clone()), origin.service(), |svc| {
+        five_in_order_then_a_herd(svc)
+    });
     assert_eq!(origin.calls(), 30);
 }
 
@@ -463,17 +465,9 @@ async fn a_fleet_gated_call_sends_the_instance_it_readied() {
         .op_timeout(10 * MS)
         .build()
         .unwrap();
-    over_reserving_services!(
-        FleetGateLayer::new(gate.clone()),
-        origin.service(),
-        |svc| async {
-            assert_eq!(
-                one_by_one(svc.clone(), 0..5).await,
-                ["0", "1", "2", "3", "4"]
-            );
-            assert_eq!(herd(&svc, 0..10).await, 10);
-        }
-    );
+    over_reserving_services!(FleetGateLayer::new(gate.clone()), origin.service(), |svc| {
+        five_in_order_then_a_herd(svc)
+    });
     assert_eq!(origin.calls(), 30);
     assert_eq!(gate.stats().admitted_open, 30);
 }
@@ -493,13 +487,7 @@ async fn a_fleet_paced_call_sends_the_instance_it_readied() {
     over_reserving_services!(
         FleetPaceLayer::new(pacer.clone()),
         origin.service(),
-        |svc| async {
-            assert_eq!(
-                one_by_one(svc.clone(), 0..5).await,
-                ["0", "1", "2", "3", "4"]
-            );
-            assert_eq!(herd(&svc, 0..10).await, 10);
-        }
+        |svc| five_in_order_then_a_herd(svc)
     );
     assert_eq!(origin.calls(), 30);
     assert_eq!(pacer.stats().local_turns, 30);

@@ -283,3 +283,24 @@ pub fn epoch_ms() -> u64 {
         .expect("after the epoch")
         .as_millis() as u64
 }
+
+/// Holders of something scarce now, and the most there ever were.
+#[derive(Debug, Default)]
+pub struct Holders {
+    pub now: std::sync::atomic::AtomicUsize,
+    pub max: std::sync::atomic::AtomicUsize,
+}
+
+impl Holders {
+    /// One more holder.
+    pub fn enter(&self) {
+        use std::sync::atomic::Ordering;
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(now, Ordering::SeqCst);
+    }
+
+    /// One holder fewer.
+    pub fn leave(&self) {
+        self.now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
